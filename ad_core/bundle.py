@@ -1,0 +1,133 @@
+"""Loading a model bundle (a run's ``pytorch/`` folder): meta.json + model.pth (+ bank / stats), validated."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ad_core.errors import BundleError
+from ad_core.fileio import load_npz, sha256, write_json_atomic
+from ad_core.models import AnomalyModel, get_spec
+from ad_core.preprocessing import Preprocess
+from ad_core.scoring import DEFAULT_NORMALIZED_THRESHOLD, normalize
+
+META_REQUIRED = ("model", "image_size", "weights_pth")
+
+
+def bundle_dir(path: str | Path) -> Path:
+    """Accept a run directory, its ``pytorch/`` folder or a meta.json path; return the bundle folder."""
+    path = Path(path)
+    if path.is_file() and path.name == "meta.json":
+        return path.parent
+    if (path / "pytorch" / "meta.json").is_file():
+        return path / "pytorch"
+    if (path / "meta.json").is_file():
+        return path
+    raise BundleError(f"{path}: no meta.json found (expected {path / 'pytorch' / 'meta.json'} or {path / 'meta.json'})")
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """Read and check meta.json; accepts the seed's PaDiM spelling ``image_min``/``image_max``."""
+    meta_path = bundle_dir(path) / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise BundleError(f"{meta_path}: expected a JSON object")
+    for old, new in (("image_min", "raw_image_min"), ("image_max", "raw_image_max")):
+        if old in meta and new not in meta:
+            meta[new] = meta[old]
+    missing = [k for k in META_REQUIRED if k not in meta]
+    if missing:
+        raise BundleError(f"{meta_path}: missing key(s) {', '.join(missing)}")
+    return meta
+
+
+def write_meta(path: str | Path, meta: dict[str, Any]) -> None:
+    """Write meta.json atomically."""
+    write_json_atomic(bundle_dir(path) / "meta.json", meta)
+
+
+@dataclass
+class Bundle:
+    """A loaded, validated model bundle."""
+
+    path: Path
+    meta: dict[str, Any]
+    model: AnomalyModel
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory holding this bundle (its parent for a ``pytorch/`` folder)."""
+        return self.path.parent if self.path.name == "pytorch" else self.path
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """Preprocessing recorded in meta.json."""
+        return Preprocess.from_dict(self.meta["preprocessing"]) if "preprocessing" in self.meta else self.model.preprocess
+
+    @property
+    def image_threshold(self) -> float:
+        """The normalised decision threshold in force (meta ``image_threshold``, default 0.5)."""
+        return float(self.meta.get("image_threshold", DEFAULT_NORMALIZED_THRESHOLD))
+
+    def normalize(self, raw):
+        """Seed 003 normalisation with this bundle's threshold and raw min/max."""
+        m = self.meta
+        return normalize(raw, m["image_threshold_auto"], m["raw_image_min"], m["raw_image_max"])
+
+
+def _check_sha(folder: Path, meta: dict[str, Any], filename: str) -> None:
+    expected = meta.get("sha256", {}).get(filename)
+    if expected and sha256(folder / filename) != expected:
+        raise BundleError(
+            f"{folder / filename} does not match the sha256 recorded in meta.json: the file was changed "
+            f"or belongs to another run"
+        )
+
+
+def load_bundle(path: str | Path, image_size: int | None = None) -> Bundle:
+    """Load meta.json, weights and arrays of a bundle and check they belong together.
+
+    Args:
+        path: a run directory, its ``pytorch/`` folder or a meta.json.
+        image_size: when given, must equal the size the model was trained for.
+    """
+    folder = bundle_dir(path)
+    meta = read_meta(folder)
+    spec = get_spec(meta["model"])
+    if image_size is not None and int(image_size) != int(meta["image_size"]):
+        raise BundleError(
+            f"{folder / 'meta.json'}: the model was trained for image_size {meta['image_size']}, not {image_size}"
+        )
+    hparams = {p.name: meta[p.name] for p in spec.all_params() if p.name in meta}
+    model = spec.factory(**spec.validate(hparams))
+    weights_file = folder / meta["weights_pth"]
+    if not weights_file.is_file():
+        raise BundleError(f"{weights_file}: weights file named in meta.json is missing")
+    _check_sha(folder, meta, meta["weights_pth"])
+    try:
+        weights = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BundleError(f"{weights_file}: not a readable state dict ({exc})") from exc
+    arrays = None
+    if model.artifact_key:
+        name = meta.get(model.artifact_key)
+        if not name or not (folder / name).is_file():
+            raise BundleError(f"{folder}: meta.json key {model.artifact_key!r} must name an existing {model.artifact_file}")
+        _check_sha(folder, meta, name)
+        try:
+            arrays = load_npz(folder / name)
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{folder / name}: not a readable .npz ({exc})") from exc
+    model.load_state(weights, arrays)
+    for key in ("image_threshold_auto", "raw_image_min", "raw_image_max"):
+        if not isinstance(meta.get(key), int | float) or not np.isfinite(meta[key]):
+            raise BundleError(f"{folder / 'meta.json'}: {key} must be a number, found {meta.get(key)!r}")
+    return Bundle(folder, meta, model)

@@ -1,0 +1,146 @@
+"""Where a category's images live: the seed layout and MVTec AD's layout.
+
+Seed layout (seed 002, one ``<CATEGORY>`` is ``<dataset>_<category>``, e.g. ``VisA_pipe_fryum``)::
+
+    <data_root>/train/<CATEGORY>/*.png              normal images only
+    <data_root>/test/<CATEGORY>/normal/*.png
+    <data_root>/test/<CATEGORY>/anomaly/*.png
+    <data_root>/test/<CATEGORY>/masks/<stem>.png    optional pixel masks for anomaly images
+                                                     (``<stem>_mask.png`` is accepted too)
+
+MVTec AD layout, read as it is: ``<data_root>/<category>/{train/good, test/<defect>,
+ground_truth/<defect>/<stem>_mask.png}``. ``--category bottle`` and ``--category MVTec_bottle``
+both find it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ad_core.data.images import list_images
+from ad_core.errors import DataError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One test image with its label (0 normal, 1 anomaly), optional mask and defect type."""
+
+    path: Path
+    label: int
+    mask: Path | None = None
+    defect: str = "good"
+
+
+@dataclass
+class CategoryData:
+    """The resolved image lists of one category."""
+
+    name: str
+    data_root: Path
+    layout: str
+    train_dir: Path
+    train: list[Path]
+    test: list[Sample] = field(default_factory=list)
+
+    @property
+    def has_masks(self) -> bool:
+        """True when every anomalous test image has a mask."""
+        anomalies = [s for s in self.test if s.label == 1]
+        return bool(anomalies) and all(s.mask is not None for s in anomalies)
+
+    def counts(self) -> dict[str, int]:
+        """Number of train, test-normal and test-anomaly images."""
+        return {
+            "train": len(self.train),
+            "test_normal": sum(s.label == 0 for s in self.test),
+            "test_anomaly": sum(s.label == 1 for s in self.test),
+        }
+
+
+def _find_mask(mask_dirs: list[Path], stem: str) -> Path | None:
+    for folder in mask_dirs:
+        for name in (f"{stem}.png", f"{stem}_mask.png"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _seed_layout(root: Path, category: str) -> CategoryData:
+    train_dir = root / "train" / category
+    train = list_images(train_dir)
+    test_dir = root / "test" / category
+    samples: list[Sample] = []
+    if test_dir.is_dir():
+        for label, sub in ((0, "normal"), (1, "anomaly")):
+            folder = test_dir / sub
+            if not folder.is_dir():
+                continue
+            for path in list_images(folder):
+                mask = _find_mask([test_dir / "masks", test_dir / "ground_truth"], path.stem) if label else None
+                samples.append(Sample(path, label, mask, "good" if label == 0 else "anomaly"))
+    return CategoryData(category, root, "seed", train_dir, train, samples)
+
+
+def _mvtec_layout(root: Path, name: str, category_dir: Path) -> CategoryData:
+    train_dir = category_dir / "train" / "good"
+    train = list_images(train_dir)
+    samples: list[Sample] = []
+    test_dir = category_dir / "test"
+    if test_dir.is_dir():
+        for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+            label = 0 if defect_dir.name == "good" else 1
+            gt_dir = category_dir / "ground_truth" / defect_dir.name
+            for path in list_images(defect_dir):
+                mask = _find_mask([gt_dir], path.stem) if label else None
+                samples.append(Sample(path, label, mask, defect_dir.name))
+    return CategoryData(name, root, "mvtec", train_dir, train, samples)
+
+
+def available_categories(data_root: str | Path) -> list[str]:
+    """Category names found under ``data_root`` in either layout."""
+    root = Path(data_root)
+    names: set[str] = set()
+    if (root / "train").is_dir():
+        names.update(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if root.is_dir():
+        names.update(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
+    return sorted(names)
+
+
+def resolve_category(data_root: str | Path, category: str, require_test: bool = False) -> CategoryData:
+    """Find a category's images in the seed or MVTec layout.
+
+    Raises:
+        DataError: the data root or category is missing, or its training folder has no images
+            (or, with ``require_test``, there are no test images of both classes).
+    """
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; expected a folder with train/<CATEGORY>/ in it")
+    if (root / "train" / category).is_dir():
+        data = _seed_layout(root, category)
+    elif (root / category / "train" / "good").is_dir():
+        data = _mvtec_layout(root, category, root / category)
+    elif category.startswith("MVTec_") and (root / category[6:] / "train" / "good").is_dir():
+        data = _mvtec_layout(root, category, root / category[6:])
+    else:
+        found = available_categories(root)
+        hint = f"; categories found there: {', '.join(found)}" if found else ""
+        raise DataError(
+            f"category {category!r} not found under {root}: expected {root / 'train' / category}/ "
+            f"(seed layout) or {root / category / 'train' / 'good'}/ (MVTec layout){hint}"
+        )
+    if not data.train:
+        raise DataError(f"{data.train_dir} has no images; expected normal training images (.png, .jpg, ...)")
+    if require_test:
+        counts = data.counts()
+        if counts["test_normal"] == 0 or counts["test_anomaly"] == 0:
+            where = (
+                root / "test" / category if data.layout == "seed" else root / category.removeprefix("MVTec_") / "test"
+            )
+            raise DataError(
+                f"{where} needs both normal and anomalous test images to evaluate "
+                f"(found {counts['test_normal']} normal, {counts['test_anomaly']} anomalous)"
+            )
+    return data

@@ -1,0 +1,148 @@
+"""Performance test (seed 000 step 4): AUROC, best F1, automatic threshold, predictions and pictures."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from ad_core.bundle import load_bundle, write_meta
+from ad_core.data.images import read_image, read_mask
+from ad_core.data.layout import resolve_category
+from ad_core.fileio import write_bytes_atomic, write_json_atomic
+from ad_core.scoring import best_f1_threshold, confusion, image_auroc, normalize
+from ad_core.viz import mask_outline, overlay, save_png, score_histogram
+
+MAX_PIXELS_FOR_AUROC = 20_000_000
+
+
+def pixel_auroc(maps: np.ndarray, mask_paths: list[Path | None]) -> float | None:
+    """Pixel AUROC over all test images at model resolution (normal images count as all-negative)."""
+    size = maps.shape[1:]
+    masks = np.stack([read_mask(p, size) if p is not None else np.zeros(size, bool) for p in mask_paths])
+    if not masks.any() or masks.all():
+        return None
+    flat_maps, flat_masks = maps.reshape(-1), masks.reshape(-1)
+    if flat_maps.size > MAX_PIXELS_FOR_AUROC:
+        idx = np.random.default_rng(0).choice(flat_maps.size, MAX_PIXELS_FOR_AUROC, replace=False)
+        flat_maps, flat_masks = flat_maps[idx], flat_masks[idx]
+    return float(roc_auc_score(flat_masks, flat_maps))
+
+
+def _predictions_csv(rows: list[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["file", "label", "raw_score", "normalized_score", "prediction"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _save_pictures(out: Path, samples, norm_maps, threshold: float, progress: bool) -> None:
+    for sample, norm_map in tqdm(
+        list(zip(samples, norm_maps, strict=True)), desc="pictures", disable=not progress, leave=False
+    ):
+        rgb = read_image(sample.path)
+        sub = "anomaly" if sample.label else "normal"
+        small = np.asarray(norm_map, np.float32)
+        full = Image.fromarray(small).resize((rgb.shape[1], rgb.shape[0]), Image.BILINEAR)
+        pred = np.asarray(full) >= threshold
+        stem = sample.path.stem if sample.defect in {"good", "anomaly"} else f"{sample.defect}_{sample.path.stem}"
+        save_png(mask_outline(overlay(rgb, small), pred), out / "images" / sub / f"{stem}_overlay.png")
+        save_png(pred.astype(np.uint8) * 255, out / "images" / sub / f"{stem}_mask.png")
+
+
+def evaluate(
+    run: str | Path,
+    data_root: str | Path | None = None,
+    save_path: str | Path | None = None,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    save_images: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Test a trained run on ``data/test/<CATEGORY>`` and record the automatic threshold.
+
+    Writes ``predictions.csv``, ``metrics.json``, ``score_histogram.png`` and per-image overlays
+    and predicted masks into ``<run>/test_result/`` (or ``save_path``, seed 003 ``--save-path``),
+    replacing a previous result as a whole, and updates meta.json's ``image_threshold_auto``,
+    ``raw_image_min`` and ``raw_image_max``.
+    """
+    bundle = load_bundle(run)
+    meta = dict(bundle.meta)
+    data = resolve_category(data_root or meta.get("data_root", "data"), meta["category"], require_test=True)
+    samples = data.test
+    labels = np.array([s.label for s in samples])
+    scores, maps = bundle.model.score_paths([s.path for s in samples], batch_size, num_workers, progress, "testing")
+    f1 = best_f1_threshold(labels, scores)
+    threshold_raw, raw_min, raw_max = f1["threshold"], float(scores.min()), float(scores.max())
+    image_threshold = float(meta.get("image_threshold", 0.5))
+    normalized = normalize(scores, threshold_raw, raw_min, raw_max)
+    predictions = normalized >= image_threshold
+    report: dict[str, Any] = {
+        "model": meta["model"],
+        "category": meta["category"],
+        "n_normal": int((labels == 0).sum()),
+        "n_anomaly": int((labels == 1).sum()),
+        "image_auroc": image_auroc(labels, scores),
+        "image_f1": f1["f1"],
+        "precision": f1["precision"],
+        "recall": f1["recall"],
+        "image_threshold_auto": threshold_raw,
+        "raw_image_min": raw_min,
+        "raw_image_max": raw_max,
+        "image_threshold": image_threshold,
+        "confusion": confusion(labels, predictions),
+        "pixel_auroc": pixel_auroc(maps, [s.mask for s in samples]) if data.has_masks else None,
+    }
+    rows = [
+        {
+            "file": str(s.path),
+            "label": "anomaly" if s.label else "normal",
+            "raw_score": f"{raw:.6g}",
+            "normalized_score": f"{norm:.6f}",
+            "prediction": "anomaly" if pred else "normal",
+        }
+        for s, raw, norm, pred in zip(samples, scores, normalized, predictions, strict=True)
+    ]
+    out = Path(save_path) if save_path else bundle.run_dir / "test_result"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        write_bytes_atomic(staging / "predictions.csv", _predictions_csv(rows))
+        write_json_atomic(staging / "metrics.json", report)
+        score_histogram(
+            scores, labels, threshold_raw, staging / "score_histogram.png",
+            f"{meta['model']} / {meta['category']}: AUROC {report['image_auroc']:.3f}",
+        )
+        if save_images:
+            norm_maps = normalize(maps, threshold_raw, raw_min, raw_max)
+            _save_pictures(staging, samples, norm_maps, image_threshold, progress)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.rename(out, old)
+            os.rename(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    meta.update(
+        image_threshold_auto=threshold_raw,
+        raw_image_min=raw_min,
+        raw_image_max=raw_max,
+        threshold_source="test_f1",
+        test_metrics={k: report[k] for k in ("image_auroc", "image_f1", "pixel_auroc", "n_normal", "n_anomaly")},
+    )
+    write_meta(bundle.path, meta)
+    report["output"] = str(out)
+    return report

@@ -1,0 +1,48 @@
+"""Shared parts of the models built on an ImageNet backbone (PatchCore, PaDiM)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ad_core.backbones import DEFAULT_LAYERS, load_backbone_weights, resolve_weights
+from ad_core.errors import ConfigError
+from ad_core.models.base import AnomalyModel, FitConfig
+from ad_core.models.registry import Param
+
+BACKBONE_PARAMS = (
+    Param(
+        "backbone",
+        str,
+        "tf_efficientnet_lite0",
+        "ImageNet CNN the features come from (tf_efficientnet_lite0 works offline; others need weights)",
+        choices=("tf_efficientnet_lite0", "resnet18", "resnet34", "resnet50", "wide_resnet50_2"),
+    ),
+    Param("layers", str, None, "backbone layers to take features from (default depends on the backbone)", multiple=True),
+)
+
+
+class BackboneModel(AnomalyModel):
+    """A model whose module has ``feature_extractor.feature_extractor`` from timm."""
+
+    def __init__(self, **hparams: Any) -> None:
+        if not hparams.get("layers"):
+            hparams["layers"] = list(DEFAULT_LAYERS.get(hparams["backbone"], ["layer2", "layer3"]))
+        self._check_layers(hparams["backbone"], hparams["layers"])
+        super().__init__(**hparams)
+
+    @staticmethod
+    def _check_layers(backbone: str, layers: list[str]) -> None:
+        import timm
+
+        probe = timm.create_model(backbone, pretrained=False, features_only=True)
+        names = [info["module"] for info in probe.feature_info.info]
+        bad = [layer for layer in layers if layer not in names]
+        if bad:
+            raise ConfigError(f"layers: {bad} not in backbone {backbone}; it offers {names}")
+
+    def prepare_pretrained(self, cfg: FitConfig) -> None:
+        """Resolve ImageNet weights offline-first and load them into the feature extractor."""
+        backbone = self.hparams["backbone"]
+        resolved = resolve_weights(backbone, cfg.weights, cfg.allow_download)
+        load_backbone_weights(self.module.feature_extractor.feature_extractor, resolved, backbone)
+        self.fit_info["backbone_weights"] = resolved.source

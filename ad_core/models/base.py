@@ -1,0 +1,201 @@
+"""The interface every model shares: fit on normal images, score a batch, save and load its state.
+
+A model object wraps a pure ``nn.Module`` (anomalib's torch models, or our VAE) whose ``forward``
+in eval mode returns :class:`anomalib.data.InferenceBatch` (``pred_score``, ``anomaly_map``). The
+wrapper owns hyperparameters, preprocessing, training and the split of its state into
+``model.pth`` plus an optional array file (``memory_bank.npz`` / ``stats.npz``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from anomalib.data import InferenceBatch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ad_core.data.dataset import ImageDataset, make_loader
+from ad_core.errors import ADCoreError, BundleError
+from ad_core.preprocessing import Preprocess
+
+
+class TrainingStopped(ADCoreError):
+    """Training was stopped on request (Stop button, Ctrl-C)."""
+
+
+@dataclass
+class FitConfig:
+    """How to fit: loader settings, epochs and early stopping, progress and cancellation."""
+
+    batch_size: int = 8
+    num_workers: int = 0
+    epochs: int | None = None
+    patience: int = 5
+    seed: int = 0
+    progress: bool = True
+    weights: str | Path | None = None
+    allow_download: bool | None = None
+    on_epoch: Callable[[dict], None] | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class AnomalyModel(ABC):
+    """Base class of every registered model."""
+
+    name: ClassVar[str]
+    dir_name: ClassVar[str]
+    artifact_file: ClassVar[str | None] = None  # "memory_bank.npz" | "stats.npz"
+    artifact_key: ClassVar[str | None] = None  # the meta.json key naming it
+    seed_keys: ClassVar[tuple[str, ...]] = ()  # seed 001 hyperparameter keys written to meta.json
+
+    def __init__(self, **hparams: Any) -> None:
+        self.hparams = dict(hparams)
+        self.image_size = int(hparams["image_size"])
+        self.module: nn.Module = self.build_module()
+        self.fit_info: dict[str, Any] = {}
+
+    # -- construction --------------------------------------------------------------------------
+    @abstractmethod
+    def build_module(self) -> nn.Module:
+        """Create the torch module (no ImageNet weights yet)."""
+
+    def prepare_pretrained(self, cfg: FitConfig) -> None:  # noqa: B027 - optional hook
+        """Load pretrained weights before fitting (backbones); default: nothing."""
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """Preprocessing that feeds this model (ImageNet normalisation by default)."""
+        return Preprocess(self.image_size)
+
+    # -- fitting and scoring -------------------------------------------------------------------
+    @abstractmethod
+    def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
+        """Fit on normal images; return a history dict (written to logs/)."""
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> InferenceBatch:
+        """Score a preprocessed batch ``(B, 3, S, S)``: raw ``pred_score (B,)`` and ``anomaly_map``."""
+        self.module.eval()
+        out = self.module(images)
+        return InferenceBatch(pred_score=out.pred_score.reshape(-1), anomaly_map=out.anomaly_map)
+
+    def score_paths(
+        self, paths: Sequence[Path], batch_size: int = 8, num_workers: int = 0, progress: bool = False, desc: str = "scoring"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores ``(N,)`` and anomaly maps ``(N, S, S)`` for image files."""
+        loader = make_loader(ImageDataset(paths, self.preprocess), batch_size, num_workers)
+        scores, maps = [], []
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            out = self.predict(batch["image"])
+            scores.append(out.pred_score.float().cpu().numpy())
+            maps.append(out.anomaly_map.float().cpu().numpy()[:, 0])
+        return np.concatenate(scores), np.concatenate(maps)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def weights_state(self) -> dict[str, torch.Tensor]:
+        """State for ``model.pth``: the module's state minus what the array file holds."""
+        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+
+    def artifacts(self) -> dict[str, np.ndarray] | None:
+        """Arrays for ``memory_bank.npz`` / ``stats.npz``; None for models without one."""
+        return None
+
+    def load_state(self, weights: dict[str, torch.Tensor], arrays: dict[str, np.ndarray] | None) -> None:
+        """Restore from ``model.pth`` (+ arrays); shape mismatches raise :class:`BundleError`."""
+        self.set_artifacts(arrays)
+        load_strict(self.module, weights, "model.pth")
+        self.module.eval()
+
+    def set_artifacts(self, arrays: dict[str, np.ndarray] | None) -> None:  # noqa: B027 - optional hook
+        """Install the array file's contents (memory bank, Gaussian statistics)."""
+
+    def meta(self) -> dict[str, Any]:
+        """The seed 001 hyperparameter keys for meta.json."""
+        return {k: self.hparams[k] for k in self.seed_keys}
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], filename: str) -> None:
+    """``load_state_dict(strict=True)`` with an error that says which tensor does not fit."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{k} has shape {tuple(state[k].shape)}, expected {tuple(own[k].shape)}")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise BundleError(
+            f"{filename} does not match the model described by meta.json: {'; '.join(parts)}"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def train_loop(
+    model: AnomalyModel,
+    params: Sequence[nn.Parameter],
+    step: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    val_loss: Callable[[torch.Tensor], float],
+    train: Sequence[Path],
+    val: Sequence[Path],
+    cfg: FitConfig,
+    lr: float,
+    default_epochs: int,
+    weight_decay: float = 1e-5,
+) -> dict[str, Any]:
+    """Shared loop for trained models: Adam, validation loss, early stopping, best weights, progress.
+
+    ``step(batch)`` returns a dict of losses whose ``"loss"`` is minimised; ``val_loss(batch)``
+    returns a float. The weights of the epoch with the lowest validation loss are kept.
+    """
+    epochs = cfg.epochs or default_epochs
+    loader = make_loader(ImageDataset(train, model.preprocess, augment=True), cfg.batch_size, cfg.num_workers, True)
+    val_loader = make_loader(ImageDataset(val or train, model.preprocess), cfg.batch_size, cfg.num_workers)
+    optim = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    best, best_state, bad_epochs = math.inf, None, 0
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(epochs), desc=f"{model.name} training", disable=not cfg.progress)
+    for epoch in bar:
+        model.module.train()
+        sums: dict[str, float] = {}
+        for batch in loader:
+            if cfg.stop.is_set():
+                raise TrainingStopped("training stopped on request")
+            losses = step(batch["image"])
+            optim.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optim.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch["image"])
+        model.module.eval()
+        with torch.no_grad():
+            vl = sum(val_loss(b["image"]) * len(b["image"]) for b in val_loader) / len(val_loader.dataset)
+        row = {"epoch": epoch + 1, **{k: v / len(loader.dataset) for k, v in sums.items()}, "val_loss": vl}
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4g}", val=f"{vl:.4g}")
+        if cfg.on_epoch is not None:
+            cfg.on_epoch(row)
+        if vl < best - 1e-9:
+            best, best_state, bad_epochs = vl, copy.deepcopy(model.module.state_dict()), 0
+        else:
+            bad_epochs += 1
+            if bad_epochs >= cfg.patience:
+                break
+    if best_state is not None:
+        model.module.load_state_dict(best_state)
+    model.module.eval()
+    best_epoch = min(history, key=lambda r: r["val_loss"])["epoch"]
+    return {"history": history, "best_epoch": best_epoch, "best_val_loss": best, "epochs_run": len(history)}

@@ -1,0 +1,1 @@
+"""EfficientAD (placeholder until its module lands in this package)."""

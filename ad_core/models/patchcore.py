@@ -1,0 +1,103 @@
+"""PatchCore: anomalib's ``PatchcoreModel`` with a fast coreset; memory bank in ``memory_bank.npz``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+from tqdm.auto import tqdm
+
+from ad_core.data.dataset import ImageDataset, make_loader
+from ad_core.errors import BundleError
+from ad_core.models.backbone_model import BACKBONE_PARAMS, BackboneModel
+from ad_core.models.base import FitConfig, TrainingStopped
+from ad_core.models.coreset import k_center_greedy
+from ad_core.models.registry import ModelSpec, Param, register_model
+
+
+class PatchCore(BackboneModel):
+    """Nearest-neighbour distance of patch features to a coreset of normal patch features."""
+
+    name = "patchcore"
+    dir_name = "PatchCore"
+    artifact_file = "memory_bank.npz"
+    artifact_key = "memory_bank"
+    seed_keys = ("backbone", "layers", "coreset_ratio", "num_neighbors")
+
+    def build_module(self) -> PatchcoreModel:
+        """AnomaLib's torch model, weights loaded separately."""
+        return PatchcoreModel(
+            layers=list(self.hparams["layers"]),
+            backbone=self.hparams["backbone"],
+            pre_trained=False,
+            num_neighbors=self.hparams["num_neighbors"],
+        ).eval()
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings ``(B*h*w, D)`` exactly as PatchcoreModel computes them."""
+        m = self.module
+        features = m.feature_extractor(images)
+        features = {layer: m.feature_pooler(f) for layer, f in features.items()}
+        return m.reshape_embedding(m.generate_embedding(features))
+
+    def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
+        """Embed all training patches, then keep a k-center greedy coreset of them."""
+        loader = make_loader(ImageDataset(train, self.preprocess), cfg.batch_size, cfg.num_workers)
+        chunks = []
+        for batch in tqdm(loader, desc="patchcore features", disable=not cfg.progress, leave=False):
+            if cfg.stop.is_set():
+                raise TrainingStopped("training stopped on request")
+            chunks.append(self.embed(batch["image"]))
+        embeddings = torch.cat(chunks)
+        k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
+        idx = k_center_greedy(embeddings, k, seed=cfg.seed, progress=cfg.progress)
+        self.module.memory_bank = embeddings[idx].contiguous()
+        return {"n_embeddings": len(embeddings), "memory_bank_size": k, "embedding_dim": embeddings.shape[1]}
+
+    def weights_state(self) -> dict[str, torch.Tensor]:
+        """Backbone weights only; the bank goes to memory_bank.npz."""
+        return {k: v for k, v in super().weights_state().items() if k != "memory_bank"}
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """The memory bank as float32 ``(N, D)``."""
+        return {"memory_bank": self.module.memory_bank.cpu().numpy().astype(np.float32)}
+
+    def set_artifacts(self, arrays: dict[str, np.ndarray] | None) -> None:
+        """Install the memory bank, checking its width against the backbone's embedding."""
+        if arrays is None or "memory_bank" not in arrays:
+            raise BundleError("memory_bank.npz has no array 'memory_bank'")
+        bank = torch.from_numpy(np.asarray(arrays["memory_bank"], np.float32))
+        width = sum(self.module.feature_extractor.out_dims)
+        if bank.ndim != 2 or bank.shape[1] != width or bank.shape[0] == 0:
+            raise BundleError(
+                f"memory_bank.npz holds an array of shape {tuple(bank.shape)}; this backbone "
+                f"({self.hparams['backbone']}, layers {self.hparams['layers']}) needs (N, {width}) with N > 0"
+            )
+        self.module.memory_bank = bank
+
+    def load_state(self, weights: dict[str, torch.Tensor], arrays: dict[str, np.ndarray] | None) -> None:
+        """Restore backbone weights and the bank."""
+        self.set_artifacts(arrays)
+        weights = {**weights, "memory_bank": self.module.memory_bank}
+        super().load_state(weights, arrays)
+
+
+register_model(
+    ModelSpec(
+        name="patchcore",
+        dir_name="PatchCore",
+        factory=PatchCore,
+        params=(
+            *BACKBONE_PARAMS,
+            Param("coreset_ratio", float, 0.1, "fraction of patch features kept in the memory bank", low=1e-4, high=1.0, log=True),
+            Param("num_neighbors", int, 9, "neighbours used to re-weight the image score", low=1, high=50),
+        ),
+        trained=False,
+        description="PatchCore (Roth et al. 2022): nearest-neighbour patch distances to a coreset memory bank",
+    )
+)

@@ -1,0 +1,70 @@
+"""VAE: our own reconstruction model (seed 004); score = reconstruction error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ad_core.errors import ConfigError
+from ad_core.models.base import AnomalyModel, FitConfig, train_loop
+from ad_core.models.registry import ModelSpec, Param, register_model
+from ad_core.models.vae_torch import VAEModel, vae_loss
+from ad_core.preprocessing import UNIT_SCALE, Preprocess
+
+
+class VAE(AnomalyModel):
+    """Variational auto-encoder trained on normal images only."""
+
+    name = "vae"
+    dir_name = "VAE"
+    seed_keys = ("latent_dim", "learning_rate", "enc_channels")
+
+    def build_module(self) -> VAEModel:
+        """The seed 004 architecture."""
+        try:
+            return VAEModel(self.image_size, self.hparams["latent_dim"], tuple(self.hparams["enc_channels"]))
+        except ValueError as exc:
+            raise ConfigError(f"image_size / enc_channels: {exc}") from exc
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The VAE reconstructs [0, 1] RGB (Sigmoid output): no ImageNet normalisation."""
+        return Preprocess(self.image_size, *UNIT_SCALE)
+
+    def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
+        """Adam on reconstruction + KL, early stopping on validation loss."""
+        torch.manual_seed(cfg.seed)
+        beta = self.hparams["kl_weight"]
+
+        def step(x: torch.Tensor) -> dict[str, torch.Tensor]:
+            recon, mu, log_var = self.module(x)
+            loss, rec, kl = vae_loss(x, recon, mu, log_var, beta)
+            return {"loss": loss, "reconstruction": rec, "kl": kl}
+
+        def val_loss(x: torch.Tensor) -> float:
+            mu, _ = self.module.encode(x)
+            return float(((self.module.decode(mu) - x) ** 2).sum() / x.shape[0])
+
+        return train_loop(
+            self, list(self.module.parameters()), step, val_loss, train, val, cfg, self.hparams["learning_rate"], 60
+        )
+
+
+register_model(
+    ModelSpec(
+        name="vae",
+        dir_name="VAE",
+        factory=VAE,
+        params=(
+            Param("latent_dim", int, 128, "size of the latent vector (smaller = stronger compression)", low=2, high=2048, log=True),
+            Param("learning_rate", float, 1e-3, "Adam learning rate", low=1e-5, high=1e-1, log=True),
+            Param("enc_channels", int, [32, 64, 128], "channels of the encoder blocks (each halves the size)", low=1, high=1024, multiple=True),
+            Param("kl_weight", float, 1.0, "weight of the KL term in the loss", low=0.0, high=100.0),
+        ),
+        trained=True,
+        description="Variational auto-encoder (seed 004); score = per-pixel reconstruction error",
+    )
+)

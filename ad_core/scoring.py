@@ -1,0 +1,66 @@
+"""Scores and thresholds (seed 003): F1-optimal threshold and min-max normalisation centred at 0.5."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_auc_score
+
+DEFAULT_NORMALIZED_THRESHOLD = 0.5
+
+
+def normalize(raw, threshold: float, min_val: float, max_val: float):
+    """``clip((raw - threshold) / (max_val - min_val) + 0.5, 0, 1)`` for floats or numpy arrays.
+
+    A raw score equal to the threshold maps to 0.5, the decision boundary. A zero range
+    (all calibration scores equal) is treated as a range of 1 so the result stays defined.
+    """
+    span = float(max_val) - float(min_val)
+    if not np.isfinite(span) or span <= 0:
+        span = 1.0
+    out = np.clip((np.asarray(raw, dtype=np.float64) - float(threshold)) / span + 0.5, 0.0, 1.0)
+    return float(out) if np.ndim(out) == 0 else out.astype(np.float32)
+
+
+def denormalize(normalized: float, threshold: float, min_val: float, max_val: float) -> float:
+    """The raw score that :func:`normalize` maps to ``normalized`` (inside the clip range)."""
+    span = float(max_val) - float(min_val)
+    span = span if np.isfinite(span) and span > 0 else 1.0
+    return (float(normalized) - 0.5) * span + float(threshold)
+
+
+def best_f1_threshold(labels, scores) -> dict[str, float]:
+    """The raw score with maximal F1 (anomaly = positive, ``score >= threshold`` is anomalous).
+
+    Same rule as anomalib's/hamacho's adaptive threshold: ``thresholds[argmax(f1)]`` over the
+    precision-recall curve.
+    """
+    labels = np.asarray(labels, dtype=int)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.min(initial=1) == labels.max(initial=0):
+        raise ValueError("the F1 threshold needs both normal and anomalous images")
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / (precision + recall + 1e-10)
+    best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
+    return {
+        "threshold": float(thresholds[best]),
+        "f1": float(f1[best]),
+        "precision": float(precision[best]),
+        "recall": float(recall[best]),
+    }
+
+
+def image_auroc(labels, scores) -> float:
+    """Area under the ROC curve of image scores (anomaly = positive)."""
+    return float(roc_auc_score(np.asarray(labels, dtype=int), np.asarray(scores, dtype=np.float64)))
+
+
+def confusion(labels, predictions) -> dict[str, int]:
+    """Counts of true/false positives/negatives (anomaly = positive)."""
+    y = np.asarray(labels, bool)
+    p = np.asarray(predictions, bool)
+    return {
+        "tp": int((y & p).sum()),
+        "fp": int((~y & p).sum()),
+        "tn": int((~y & ~p).sum()),
+        "fn": int((y & ~p).sum()),
+    }
