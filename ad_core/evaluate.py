@@ -120,7 +120,10 @@ def evaluate(
         write_bytes_atomic(staging / "predictions.csv", _predictions_csv(rows))
         write_json_atomic(staging / "metrics.json", report)
         score_histogram(
-            scores, labels, threshold_raw, staging / "score_histogram.png",
+            scores,
+            labels,
+            threshold_raw,
+            staging / "score_histogram.png",
             f"{meta['model']} / {meta['category']}: AUROC {report['image_auroc']:.3f}",
         )
         if save_images:

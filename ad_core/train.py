@@ -36,7 +36,12 @@ def versions() -> dict[str, str]:
 
     from ad_core import __version__
 
-    return {"ad_inspect": __version__, "torch": torch.__version__, "anomalib": anomalib.__version__, "timm": timm.__version__}
+    return {
+        "ad_inspect": __version__,
+        "torch": torch.__version__,
+        "anomalib": anomalib.__version__,
+        "timm": timm.__version__,
+    }
 
 
 def split_train_val(paths: list[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
@@ -167,10 +172,17 @@ def train(
         meta = write_bundle(ad_model, tmp / "pytorch", meta)
         save_torch_atomic(
             tmp / "checkpoint" / "best.ckpt",
-            {"model": ad_model.name, "hparams": dict(ad_model.hparams), "state_dict": ad_model.weights_state(),
-             "history": history, "fit": fit_result},
+            {
+                "model": ad_model.name,
+                "hparams": dict(ad_model.hparams),
+                "state_dict": ad_model.weights_state(),
+                "history": history,
+                "fit": fit_result,
+            },
         )
-        write_bytes_atomic(tmp / "param" / "params.yaml", yaml.safe_dump(dict(ad_model.hparams), sort_keys=False).encode())
+        write_bytes_atomic(
+            tmp / "param" / "params.yaml", yaml.safe_dump(dict(ad_model.hparams), sort_keys=False).encode()
+        )
         write_bytes_atomic(tmp / "logs" / "history.csv", _history_csv(history))
         write_json_atomic(tmp / "logs" / "train.json", {"fit": fit_result, "validation_scores": scores.tolist()})
         return _finalise(tmp, parent, stamp)

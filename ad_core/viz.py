@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
 
 
 def overlay(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -39,13 +39,30 @@ def save_png(arr: np.ndarray, path: Path) -> None:
 
 
 def score_histogram(
-    scores: np.ndarray, labels: np.ndarray, threshold: float, path: Path, title: str, xlabel: str = "raw anomaly score"
+    scores: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    path: Path,
+    title: str,
+    xlabel: str = "raw anomaly score",
 ) -> None:
     """Histogram of normal vs anomalous scores with the threshold marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     bins = np.histogram_bin_edges(scores, bins=30)
-    ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label=f"normal (n={int((labels == 0).sum())})", color="tab:blue")
-    ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label=f"anomaly (n={int((labels == 1).sum())})", color="tab:red")
+    ax.hist(
+        scores[labels == 0],
+        bins=bins,
+        alpha=0.6,
+        label=f"normal (n={int((labels == 0).sum())})",
+        color="tab:blue",
+    )
+    ax.hist(
+        scores[labels == 1],
+        bins=bins,
+        alpha=0.6,
+        label=f"anomaly (n={int((labels == 1).sum())})",
+        color="tab:red",
+    )
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("images")

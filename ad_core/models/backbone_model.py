@@ -17,7 +17,13 @@ BACKBONE_PARAMS = (
         "ImageNet CNN the features come from (tf_efficientnet_lite0 works offline; others need weights)",
         choices=("tf_efficientnet_lite0", "resnet18", "resnet34", "resnet50", "wide_resnet50_2"),
     ),
-    Param("layers", str, None, "backbone layers to take features from (default depends on the backbone)", multiple=True),
+    Param(
+        "layers",
+        str,
+        None,
+        "backbone layers to take features from (default depends on the backbone)",
+        multiple=True,
+    ),
 )
 
 

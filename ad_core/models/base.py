@@ -89,7 +89,12 @@ class AnomalyModel(ABC):
         return InferenceBatch(pred_score=out.pred_score.reshape(-1), anomaly_map=out.anomaly_map)
 
     def score_paths(
-        self, paths: Sequence[Path], batch_size: int = 8, num_workers: int = 0, progress: bool = False, desc: str = "scoring"
+        self,
+        paths: Sequence[Path],
+        batch_size: int = 8,
+        num_workers: int = 0,
+        progress: bool = False,
+        desc: str = "scoring",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores ``(N,)`` and anomaly maps ``(N, S, S)`` for image files."""
         loader = make_loader(ImageDataset(paths, self.preprocess), batch_size, num_workers)
@@ -138,9 +143,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], filename: str
             parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-        raise BundleError(
-            f"{filename} does not match the model described by meta.json: {'; '.join(parts)}"
-        )
+        raise BundleError(f"{filename} does not match the model described by meta.json: {'; '.join(parts)}")
     module.load_state_dict(state, strict=True)
 
 

@@ -96,7 +96,14 @@ register_model(
         factory=Padim,
         params=(
             *BACKBONE_PARAMS,
-            Param("n_features", int, 100, "number of random feature channels kept for the Gaussian", low=2, high=2048),
+            Param(
+                "n_features",
+                int,
+                100,
+                "number of random feature channels kept for the Gaussian",
+                low=2,
+                high=2048,
+            ),
         ),
         trained=False,
         description="PaDiM (Defard et al. 2021): per-position Gaussian of patch features, Mahalanobis distance",

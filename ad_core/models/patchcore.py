@@ -94,7 +94,15 @@ register_model(
         factory=PatchCore,
         params=(
             *BACKBONE_PARAMS,
-            Param("coreset_ratio", float, 0.1, "fraction of patch features kept in the memory bank", low=1e-4, high=1.0, log=True),
+            Param(
+                "coreset_ratio",
+                float,
+                0.1,
+                "fraction of patch features kept in the memory bank",
+                low=1e-4,
+                high=1.0,
+                log=True,
+            ),
             Param("num_neighbors", int, 9, "neighbours used to re-weight the image score", low=1, high=50),
         ),
         trained=False,

@@ -53,9 +53,7 @@ class Param:
         return value
 
 
-COMMON_PARAMS = (
-    Param("image_size", int, 256, "side of the square image the model sees (pixels)", low=32, high=1024),
-)
+COMMON_PARAMS = (Param("image_size", int, 256, "side of the square image the model sees (pixels)", low=32, high=1024),)
 
 
 @dataclass(frozen=True)
@@ -121,6 +119,12 @@ def create_model(name: str, **hparams: Any):
     return spec.factory(**spec.validate(hparams))
 
 
+MODEL_MODULES = ("patchcore", "padim", "efficientad", "vae")  # registration (and listing) order
+
+
 def _ensure_loaded() -> None:
     if not _REGISTRY:
-        from ad_core.models import efficientad, padim, patchcore, vae  # noqa: F401  (registers)
+        import importlib
+
+        for module in MODEL_MODULES:
+            importlib.import_module(f"ad_core.models.{module}")

@@ -49,7 +49,15 @@ class VAE(AnomalyModel):
             return float(((self.module.decode(mu) - x) ** 2).sum() / x.shape[0])
 
         return train_loop(
-            self, list(self.module.parameters()), step, val_loss, train, val, cfg, self.hparams["learning_rate"], 60
+            self,
+            list(self.module.parameters()),
+            step,
+            val_loss,
+            train,
+            val,
+            cfg,
+            self.hparams["learning_rate"],
+            60,
         )
 
 
@@ -59,9 +67,25 @@ register_model(
         dir_name="VAE",
         factory=VAE,
         params=(
-            Param("latent_dim", int, 128, "size of the latent vector (smaller = stronger compression)", low=2, high=2048, log=True),
+            Param(
+                "latent_dim",
+                int,
+                128,
+                "size of the latent vector (smaller = stronger compression)",
+                low=2,
+                high=2048,
+                log=True,
+            ),
             Param("learning_rate", float, 1e-3, "Adam learning rate", low=1e-5, high=1e-1, log=True),
-            Param("enc_channels", int, [32, 64, 128], "channels of the encoder blocks (each halves the size)", low=1, high=1024, multiple=True),
+            Param(
+                "enc_channels",
+                int,
+                [32, 64, 128],
+                "channels of the encoder blocks (each halves the size)",
+                low=1,
+                high=1024,
+                multiple=True,
+            ),
             Param("kl_weight", float, 1.0, "weight of the KL term in the loss", low=0.0, high=100.0),
         ),
         trained=True,

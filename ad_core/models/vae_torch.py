@@ -47,7 +47,9 @@ class VAEModel(nn.Module):
         layers: list[nn.Module] = []
         for i in range(depth):
             layers.append(nn.ConvTranspose2d(rev[i], rev[i + 1], 4, stride=2, padding=1))
-            layers.append(nn.Sigmoid() if i == depth - 1 else nn.Sequential(nn.BatchNorm2d(rev[i + 1]), nn.ReLU(inplace=True)))
+            layers.append(
+                nn.Sigmoid() if i == depth - 1 else nn.Sequential(nn.BatchNorm2d(rev[i + 1]), nn.ReLU(inplace=True))
+            )
         self.decoder = nn.Sequential(*layers)
         self.last_channels = enc_channels[-1]
         self.blur = GaussianBlur2d(sigma=4.0, channels=1, kernel_size=33)
