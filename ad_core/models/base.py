@@ -8,7 +8,6 @@ wrapper owns hyperparameters, preprocessing, training and the split of its state
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 from abc import ABC, abstractmethod
@@ -192,7 +191,8 @@ def train_loop(
         if cfg.on_epoch is not None:
             cfg.on_epoch(row)
         if vl < best - 1e-9:
-            best, best_state, bad_epochs = vl, copy.deepcopy(model.module.state_dict()), 0
+            best, bad_epochs = vl, 0
+            best_state = {k: v.detach().clone() for k, v in model.module.state_dict().items()}
         else:
             bad_epochs += 1
             if bad_epochs >= cfg.patience:

@@ -13,8 +13,22 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
-from anomalib.models.components import GaussianBlur2d
 from torch import nn
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 2-D Gaussian of width ``2 * ceil(4 sigma) + 1`` as ``(1, 1, k, k)``."""
+    radius = int(4 * sigma + 0.999)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Depthwise Gaussian blur with reflect padding (same size out)."""
+    c, pad = x.shape[1], kernel.shape[-1] // 2
+    return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), kernel.expand(c, 1, -1, -1), groups=c)
 
 
 class VAEModel(nn.Module):
@@ -52,7 +66,8 @@ class VAEModel(nn.Module):
             )
         self.decoder = nn.Sequential(*layers)
         self.last_channels = enc_channels[-1]
-        self.blur = GaussianBlur2d(sigma=4.0, channels=1, kernel_size=33)
+        self.register_buffer("pre_kernel", gaussian_kernel(1.0), persistent=False)
+        self.register_buffer("map_kernel", gaussian_kernel(2.0), persistent=False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``mu`` and ``log_var`` of the latent Gaussian."""
@@ -67,16 +82,17 @@ class VAEModel(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | InferenceBatch:
         """Training: ``(reconstruction, mu, log_var)``. Eval: ``InferenceBatch`` of error maps.
 
-        The anomaly map is the per-pixel squared reconstruction error (mean over RGB), smoothed
-        with a Gaussian (sigma 4); the image score is its maximum.
+        The anomaly map is the per-pixel squared reconstruction error (mean over RGB) between
+        lightly smoothed input and reconstruction (sigma 1: a VAE cannot reproduce the finest
+        texture, so that error is noise), smoothed again (sigma 2); the image score is its maximum.
         """
         mu, log_var = self.encode(x)
         if self.training:
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
             return self.decode(z), mu, log_var
         recon = self.decode(mu)
-        error = ((x - recon) ** 2).mean(dim=1, keepdim=True)
-        anomaly_map = self.blur(error)
+        error = ((blur(x, self.pre_kernel) - blur(recon, self.pre_kernel)) ** 2).mean(dim=1, keepdim=True)
+        anomaly_map = blur(error, self.map_kernel)
         return InferenceBatch(pred_score=anomaly_map.amax(dim=(-2, -1)).flatten(), anomaly_map=anomaly_map)
 
 

@@ -1,0 +1,72 @@
+"""Shared fixtures: the sample dataset and one trained run per registered model (trained once per session)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("AD_CORE_WEIGHTS_DIR", str(Path(__file__).parent / ".no-weights-cache"))
+
+from ad_core.data.sample import build_sample_dataset
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MVTEC_ROOT = SHARED_DATA / "mvtec_ad"
+CATEGORY = "Sample_brick"
+# Short CPU schedules: tests check behaviour, the benchmarks in docs/ report full-length figures.
+TEST_SETTINGS = {
+    "patchcore": {"image_size": 128},
+    "padim": {"image_size": 128},
+    "vae": {"image_size": 128, "epochs": 40},
+    "efficientad": {"image_size": 256, "epochs": 2, "distill_steps": 10},
+}
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    build_sample_dataset(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+class _Runs:
+    """Trains each model the first time a test asks for it."""
+
+    def __init__(self, data_root: Path, models_root: Path) -> None:
+        self.data_root, self.models_root, self.cache = data_root, models_root, {}
+
+    def __call__(self, model: str) -> Path:
+        if model not in self.cache:
+            from ad_core import train
+
+            self.cache[model] = train(
+                model, CATEGORY, self.data_root, self.models_root, progress=False, **TEST_SETTINGS[model]
+            )
+        return self.cache[model]
+
+
+@pytest.fixture(scope="session")
+def trained(sample_root, models_root) -> _Runs:
+    return _Runs(sample_root, models_root)
+
+
+@pytest.fixture(scope="session")
+def evaluated(trained):
+    """(run, report) per model, evaluated once."""
+    from ad_core import evaluate
+
+    cache: dict[str, tuple[Path, dict]] = {}
+
+    def get(model: str):
+        if model not in cache:
+            run = trained(model)
+            cache[model] = (run, evaluate(run, progress=False))
+        return cache[model]
+
+    return get

@@ -1,0 +1,49 @@
+"""The pruned k-center greedy selects what the plain greedy selects, and covers as well."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ad_core.models.coreset import k_center_greedy, k_center_greedy_plain, random_projection
+
+
+def clustered(n=6000, d=64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(30, d, generator=gen) * 4
+    return centres[torch.randint(30, (n,), generator=gen)] + torch.randn(n, d, generator=gen)
+
+
+def covering_radius(x, idx, proj_dim=128, seed=0):
+    z = random_projection(x, proj_dim, seed)
+    return torch.cdist(z, z[idx]).min(1).values.max().item()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pruned_greedy_matches_plain_greedy(seed):
+    x = clustered(seed=seed).double().float()
+    k = 60
+    fast = k_center_greedy(x, k, seed=seed)
+    plain = k_center_greedy_plain(x, k, seed=seed)
+    assert fast.tolist() == plain.tolist()
+
+
+def test_pruned_greedy_covers_like_plain_greedy_on_larger_sets():
+    x = clustered(n=20000, d=152)
+    fast = k_center_greedy(x, 1000)
+    plain = k_center_greedy_plain(x, 1000)
+    assert len(set(fast.tolist())) == 1000
+    assert covering_radius(x, fast) <= covering_radius(x, plain) * 1.02
+
+
+def test_selection_is_far_better_than_random():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(8000, 2, generator=gen) @ torch.randn(2, 16, generator=gen)  # a plane in 16-D
+    fast = k_center_greedy(x, 200)
+    rand = torch.randperm(8000, generator=torch.Generator().manual_seed(0))[:200]
+    assert covering_radius(x, fast) < 0.6 * covering_radius(x, rand)
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="between 1 and 10"):
+        k_center_greedy(torch.randn(10, 4), 11)

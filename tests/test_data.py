@@ -1,0 +1,176 @@
+"""Image reading, dataset layouts, the sample dataset and the VisA split."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ad_core.data.dataset import ImageDataset, check_num_workers, make_loader
+from ad_core.data.images import read_image, read_mask
+from ad_core.data.layout import resolve_category
+from ad_core.data.sample import CATEGORIES, build_sample_dataset
+from ad_core.data.visa import download_visa, split_visa
+from ad_core.errors import ConfigError, DataError
+from ad_core.preprocessing import Preprocess
+
+
+@pytest.fixture
+def rgb():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8)
+
+
+def test_formats_are_converted_consistently(tmp_path, rgb):
+    gray = rgb[:, :, 0]
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).save(tmp_path / "rgb.bmp")
+    Image.fromarray(rgb).save(tmp_path / "rgb.tif")
+    Image.fromarray(np.dstack([rgb, np.full(gray.shape, 128, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "gray16.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(tmp_path / "pal.png")
+    for name in ("rgb.png", "rgb.bmp", "rgb.tif", "rgba.png"):
+        out = read_image(tmp_path / name)
+        assert out.dtype == np.uint8 and out.shape == (20, 30, 3)
+        np.testing.assert_array_equal(out, rgb)
+    for name in ("gray.png", "gray16.png"):
+        out = read_image(tmp_path / name)
+        assert out.shape == (20, 30, 3)
+        np.testing.assert_array_equal(out, np.dstack([gray] * 3))
+    pal = read_image(tmp_path / "pal.png")
+    assert pal.shape == (20, 30, 3) and np.abs(pal.astype(int) - rgb).mean() < 40
+
+
+def test_zero_byte_and_corrupt_images_name_the_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match=r"empty\.png.*empty \(0 bytes\)"):
+        read_image(tmp_path / "empty.png")
+    with pytest.raises(DataError, match=r"bad\.jpg.*corrupt"):
+        read_image(tmp_path / "bad.jpg")
+
+
+def test_mask_reading_and_resize(tmp_path):
+    m = np.zeros((40, 40), np.uint8)
+    m[10:20, 10:20] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    assert read_mask(tmp_path / "m.png").sum() == 100
+    assert read_mask(tmp_path / "m.png", (20, 20)).sum() == 25
+
+
+def test_sample_dataset_is_deterministic_and_complete(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    build_sample_dataset(a, n_train=4, n_test_normal=2, n_anomaly=8)
+    build_sample_dataset(b, n_train=4, n_test_normal=2, n_anomaly=8)
+
+    def digest(root: Path) -> dict:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.png")}
+
+    assert digest(a) == digest(b) and len(digest(a)) == 3 * (4 + 2 + 8 + 8)
+    for cat in CATEGORIES:
+        data = resolve_category(a, cat, require_test=True)
+        assert data.counts() == {"train": 4, "test_normal": 2, "test_anomaly": 8}
+        assert data.has_masks
+        kinds = {s.path.stem.split("_", 1)[1] for s in data.test if s.label}
+        assert {"scratch", "stain", "hole", "faint_stain", "foreign_texture"} <= kinds
+        for s in data.test:
+            if s.label:
+                assert read_mask(s.mask).any()
+    assert build_sample_dataset(a) == []  # kept, not rebuilt
+
+
+def _mvtec_tree(root: Path) -> None:
+    img = np.zeros((16, 16, 3), np.uint8)
+    for sub in ("train/good", "test/good", "test/crack", "ground_truth/crack"):
+        (root / "widget" / sub).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(img).save(root / "widget" / "train" / "good" / f"{i:03d}.png")
+    Image.fromarray(img).save(root / "widget" / "test" / "good" / "000.png")
+    Image.fromarray(img).save(root / "widget" / "test" / "crack" / "000.png")
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(root / "widget" / "ground_truth" / "crack" / "000_mask.png")
+
+
+def test_mvtec_layout_is_read_as_is(tmp_path):
+    _mvtec_tree(tmp_path)
+    for name in ("widget", "MVTec_widget"):
+        data = resolve_category(tmp_path, name, require_test=True)
+        assert data.layout == "mvtec" and data.counts() == {"train": 3, "test_normal": 1, "test_anomaly": 1}
+        assert data.has_masks and [s.defect for s in data.test] == ["crack", "good"]
+
+
+def test_missing_and_empty_categories(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        resolve_category(tmp_path / "nowhere", "x")
+    (tmp_path / "train" / "Empty_cat").mkdir(parents=True)
+    (tmp_path / "train" / "Other").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"Empty_cat has no images"):
+        resolve_category(tmp_path, "Empty_cat")
+    with pytest.raises(DataError, match=r"categories found there: Empty_cat, Other"):
+        resolve_category(tmp_path, "Missing")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "train" / "Other" / "a.png")
+    with pytest.raises(DataError, match="needs both normal and anomalous"):
+        resolve_category(tmp_path, "Other", require_test=True)
+
+
+def test_num_workers_rules_and_parallel_loading(tmp_path, rgb):
+    with pytest.raises(ConfigError, match="0 or more"):
+        check_num_workers(-1)
+    for i in range(4):
+        Image.fromarray(rgb).save(tmp_path / f"{i}.png")
+    ds = ImageDataset(sorted(tmp_path.glob("*.png")), Preprocess(32))
+    batches = list(make_loader(ds, 2, num_workers=2))
+    assert len(batches) == 2 and batches[0]["image"].shape == (2, 3, 32, 32)
+
+
+def _fake_visa(root: Path) -> None:
+    rows = []
+    for obj in ("candle", "pcb1"):
+        for label, sub, n in (("normal", "Normal", 5), ("anomaly", "Anomaly", 3)):
+            d = root / "VisA" / obj / "Data" / "Images" / sub
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8, 3), i * 20, np.uint8)).save(d / f"{i:03d}.JPG", format="JPEG")
+                mask = ""
+                if label == "anomaly":
+                    md = root / "VisA" / obj / "Data" / "Masks" / "Anomaly"
+                    md.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(np.full((8, 8), 1, np.uint8)).save(md / f"{i:03d}.png")
+                    mask = f"{obj}/Data/Masks/Anomaly/{i:03d}.png"
+                split = "train" if label == "normal" and i < 3 else "test"
+                rows.append([obj, split, label, f"{obj}/Data/Images/{sub}/{i:03d}.JPG", mask])
+    (root / "VisA" / "split_csv").mkdir(parents=True)
+    with open(root / "VisA" / "split_csv" / "1cls.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["object", "split", "label", "image", "mask"])
+        w.writerows(rows)
+
+
+@pytest.mark.parametrize("from_archive", [False, True])
+def test_visa_split_follows_split_csv(tmp_path, from_archive):
+    _fake_visa(tmp_path / "dl")
+    source = tmp_path / "dl" / "VisA"
+    if from_archive:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            tar.add(source, arcname="VisA")
+        (tmp_path / "dl" / "VisA_20220922.tar").write_bytes(buf.getvalue())
+        source = tmp_path / "dl" / "VisA_20220922.tar"
+    counts = split_visa("candle", source, tmp_path / "data")
+    assert counts == {"train": 3, "test_normal": 2, "test_anomaly": 3, "masks": 3}
+    data = resolve_category(tmp_path / "data", "VisA_candle", require_test=True)
+    assert data.counts() == {"train": 3, "test_normal": 2, "test_anomaly": 3} and data.has_masks
+    with pytest.raises(DataError, match="choose one of candle, pcb1"):
+        split_visa("capsules", source, tmp_path / "data")
+
+
+def test_visa_download_offline_says_what_to_fetch(tmp_path):
+    with pytest.raises(DataError, match=r"put it at .*VisA_20220922\.tar"):
+        download_visa(tmp_path, url="http://127.0.0.1:9/VisA_20220922.tar")
+    assert not list(tmp_path.glob("*.part")) and not (tmp_path / "VisA_20220922.tar").exists()

@@ -1,0 +1,77 @@
+"""Seed 003: normalisation formula and the F1-optimal threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ad_core.scoring import best_f1_threshold, confusion, denormalize, image_auroc, normalize
+
+
+def brute_force_best_f1(labels, scores):
+    best = (-1.0, None)
+    for t in np.unique(scores):
+        pred = scores >= t
+        tp = np.sum(pred & (labels == 1))
+        fp = np.sum(pred & (labels == 0))
+        fn = np.sum(~pred & (labels == 1))
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        if f1 > best[0] + 1e-12:
+            best = (f1, t)
+    return best
+
+
+def test_normalize_matches_seed_003_formula():
+    assert normalize(8.0, threshold=8.0, min_val=6.0, max_val=20.0) == pytest.approx(0.5)
+    assert normalize(13.6, threshold=8.0, min_val=6.0, max_val=20.0) == pytest.approx(0.9)
+    assert normalize(100.0, 8.0, 6.0, 20.0) == 1.0
+    assert normalize(-100.0, 8.0, 6.0, 20.0) == 0.0
+    arr = normalize(np.array([6.0, 8.0, 20.0]), 8.0, 6.0, 20.0)
+    np.testing.assert_allclose(arr, [0.5 - 2 / 14, 0.5, 1.0], rtol=1e-6)  # 0.5 + 12/14 clips to 1
+    # seed 001's PatchCore example values
+    assert normalize(8.257281303405762, 8.257281303405762, 6.724304676055908, 20.64291000366211) == 0.5
+
+
+def test_normalize_zero_range_is_defined():
+    assert normalize(1.0, 1.0, 3.0, 3.0) == 0.5
+
+
+def test_denormalize_inverts_normalize():
+    for v in (0.1, 0.5, 0.77):
+        raw = denormalize(v, 8.0, 6.0, 20.0)
+        assert normalize(raw, 8.0, 6.0, 20.0) == pytest.approx(v)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_f1_threshold_is_f1_optimal(seed):
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.zeros(30, int), np.ones(20, int)]
+    scores = np.r_[rng.normal(0, 1, 30), rng.normal(1.5, 1, 20)]
+    got = best_f1_threshold(labels, scores)
+    f1, thr = brute_force_best_f1(labels, scores)
+    assert got["f1"] == pytest.approx(f1, abs=1e-6)
+    assert got["threshold"] == pytest.approx(thr)
+
+
+def test_best_f1_needs_both_classes():
+    with pytest.raises(ValueError, match="both"):
+        best_f1_threshold([0, 0, 0], [1.0, 2.0, 3.0])
+
+
+def test_auroc_and_confusion():
+    assert image_auroc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert image_auroc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert confusion([0, 1, 1, 0], [0, 1, 0, 1]) == {"tp": 1, "fp": 1, "tn": 1, "fn": 1}
+
+
+def test_evaluate_threshold_is_f1_optimal_on_real_run(evaluated):
+    import csv
+
+    run, report = evaluated("patchcore")
+    with open(run / "test_result" / "predictions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    labels = np.array([r["label"] == "anomaly" for r in rows], int)
+    scores = np.array([float(r["raw_score"]) for r in rows])
+    f1, thr = brute_force_best_f1(labels, scores)
+    assert report["image_f1"] == pytest.approx(f1, abs=1e-6)
+    assert report["image_threshold_auto"] == pytest.approx(thr, rel=1e-5)
