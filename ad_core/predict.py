@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ad_core.bundle import Bundle, load_bundle
-from ad_core.data.images import is_image_file, list_images, read_image
+from ad_core.data.images import list_images, read_image
 from ad_core.errors import DataError
 
 
@@ -62,7 +62,7 @@ def predict(
     pre = bundle.preprocess
     results: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
-    paths = [p for p in expand_inputs(inputs) if is_image_file(p) or p.is_file()]
+    paths = expand_inputs(inputs)
     for start in range(0, len(paths), batch_size):
         tensors, names = [], []
         for p in paths[start : start + batch_size]:
