@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ad_core.backbones import cache_dir, downloads_allowed, load_backbone_weights, resolve_weights
 from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.data.images import read_image
-from ad_core.errors import WeightsNotFoundError
+from ad_core.errors import ConfigError, WeightsNotFoundError
 from ad_core.models.base import AnomalyModel, FitConfig, TrainingStopped, train_loop
 from ad_core.models.registry import ModelSpec, Param, register_model
 from ad_core.preprocessing import UNIT_SCALE, Preprocess
@@ -132,6 +132,8 @@ class EfficientAd(AnomalyModel):
 
     def build_module(self) -> EfficientAdModel:
         """AnomaLib's torch model (teacher 384 channels, no padding, padded maps)."""
+        if self.image_size < 256 or self.image_size % 64:
+            raise ConfigError(f"image_size {self.image_size}: EfficientAD needs a multiple of 64, at least 256")
         return EfficientAdModel(teacher_out_channels=384, model_size=self.hparams["model_size"]).eval()
 
     @property
@@ -211,10 +213,6 @@ class EfficientAd(AnomalyModel):
     def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
         """Teacher (staged or distilled), channel statistics, student + AE training, map quantiles."""
         torch.manual_seed(cfg.seed)
-        if self.image_size < 256 or self.image_size % 64:
-            from ad_core.errors import ConfigError
-
-            raise ConfigError(f"image_size {self.image_size}: EfficientAD needs a multiple of 64, at least 256")
         items, penalty_source = _penalty_images(self.hparams["penalty_dir"])
         penalty = _PenaltySampler(items, self.image_size, cfg.seed)
         teacher_path, teacher_source = _teacher_file(
