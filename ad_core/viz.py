@@ -49,20 +49,9 @@ def score_histogram(
     """Histogram of normal vs anomalous scores with the threshold marked."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     bins = np.histogram_bin_edges(scores, bins=30)
-    ax.hist(
-        scores[labels == 0],
-        bins=bins,
-        alpha=0.6,
-        label=f"normal (n={int((labels == 0).sum())})",
-        color="tab:blue",
-    )
-    ax.hist(
-        scores[labels == 1],
-        bins=bins,
-        alpha=0.6,
-        label=f"anomaly (n={int((labels == 1).sum())})",
-        color="tab:red",
-    )
+    for label, name, colour in ((0, "normal", "tab:blue"), (1, "anomaly", "tab:red")):
+        chosen = scores[labels == label]
+        ax.hist(chosen, bins=bins, alpha=0.6, label=f"{name} (n={len(chosen)})", color=colour)
     ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("images")

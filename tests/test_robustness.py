@@ -80,9 +80,9 @@ def test_bad_hyperparameters_fail_before_any_work(tmp_path, sample_root):
 
 
 @pytest.fixture
-def run_copy(trained, tmp_path):
+def run_copy(evaluated, tmp_path):
     dst = tmp_path / "run"
-    shutil.copytree(trained("padim"), dst)
+    shutil.copytree(evaluated("padim")[0], dst)
     return dst
 
 

@@ -107,7 +107,12 @@ class AnomalyModel(ABC):
     # -- persistence ---------------------------------------------------------------------------
     def weights_state(self) -> dict[str, torch.Tensor]:
         """State for ``model.pth``: the module's state minus what the array file holds."""
-        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+        skip = set(self.artifact_buffers())
+        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items() if k not in skip}
+
+    def artifact_buffers(self) -> dict[str, torch.Tensor]:
+        """Module buffers that live in the array file instead of model.pth (name -> tensor)."""
+        return {}
 
     def artifacts(self) -> dict[str, np.ndarray] | None:
         """Arrays for ``memory_bank.npz`` / ``stats.npz``; None for models without one."""
@@ -116,7 +121,7 @@ class AnomalyModel(ABC):
     def load_state(self, weights: dict[str, torch.Tensor], arrays: dict[str, np.ndarray] | None) -> None:
         """Restore from ``model.pth`` (+ arrays); shape mismatches raise :class:`BundleError`."""
         self.set_artifacts(arrays)
-        load_strict(self.module, weights, "model.pth")
+        load_strict(self.module, {**weights, **self.artifact_buffers()}, "model.pth")
         self.module.eval()
 
     def set_artifacts(self, arrays: dict[str, np.ndarray] | None) -> None:  # noqa: B027 - optional hook

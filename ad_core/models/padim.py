@@ -54,9 +54,10 @@ class Padim(BackboneModel):
         mean = self.module.gaussian.mean
         return {"n_features": int(mean.shape[0]), "positions": int(mean.shape[1])}
 
-    def weights_state(self) -> dict[str, torch.Tensor]:
-        """Backbone and channel subset; the Gaussian goes to stats.npz."""
-        return {k: v for k, v in super().weights_state().items() if not k.startswith("gaussian.")}
+    def artifact_buffers(self) -> dict[str, torch.Tensor]:
+        """The Gaussian goes to stats.npz; model.pth keeps backbone and channel subset."""
+        g = self.module.gaussian
+        return {"gaussian.mean": g.mean, "gaussian.inv_covariance": g.inv_covariance}
 
     def artifacts(self) -> dict[str, np.ndarray]:
         """``mean (C, HW)`` and ``inv_covariance (HW, C, C)`` as float32."""
@@ -80,13 +81,6 @@ class Padim(BackboneModel):
             )
         self.module.gaussian.mean = mean
         self.module.gaussian.inv_covariance = inv
-
-    def load_state(self, weights: dict[str, torch.Tensor], arrays: dict[str, np.ndarray] | None) -> None:
-        """Restore backbone, channel subset and Gaussian."""
-        self.set_artifacts(arrays)
-        g = self.module.gaussian
-        weights = {**weights, "gaussian.mean": g.mean, "gaussian.inv_covariance": g.inv_covariance}
-        super().load_state(weights, arrays)
 
 
 register_model(

@@ -59,9 +59,9 @@ class PatchCore(BackboneModel):
         self.module.memory_bank = embeddings[idx].contiguous()
         return {"n_embeddings": len(embeddings), "memory_bank_size": k, "embedding_dim": embeddings.shape[1]}
 
-    def weights_state(self) -> dict[str, torch.Tensor]:
-        """Backbone weights only; the bank goes to memory_bank.npz."""
-        return {k: v for k, v in super().weights_state().items() if k != "memory_bank"}
+    def artifact_buffers(self) -> dict[str, torch.Tensor]:
+        """The bank goes to memory_bank.npz, not model.pth."""
+        return {"memory_bank": self.module.memory_bank}
 
     def artifacts(self) -> dict[str, np.ndarray]:
         """The memory bank as float32 ``(N, D)``."""
@@ -79,12 +79,6 @@ class PatchCore(BackboneModel):
                 f"({self.hparams['backbone']}, layers {self.hparams['layers']}) needs (N, {width}) with N > 0"
             )
         self.module.memory_bank = bank
-
-    def load_state(self, weights: dict[str, torch.Tensor], arrays: dict[str, np.ndarray] | None) -> None:
-        """Restore backbone weights and the bank."""
-        self.set_artifacts(arrays)
-        weights = {**weights, "memory_bank": self.module.memory_bank}
-        super().load_state(weights, arrays)
 
 
 register_model(
