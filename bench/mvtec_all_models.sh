@@ -22,7 +22,7 @@ PY
 declare -A FLAGS=(
   [patchcore]="--coreset_ratio 0.1"
   [padim]=""
-  [vae]="--epochs 30"
+  [vae]="--epochs 20"
   [efficientad]="--epochs 2 --distill_steps 100"
 )
 for model in ${MODELS:-patchcore padim vae efficientad}; do

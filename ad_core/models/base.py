@@ -31,6 +31,10 @@ class TrainingStopped(ADCoreError):
     """Training was stopped on request (Stop button, Ctrl-C)."""
 
 
+class TrainingDiverged(ADCoreError):
+    """The loss became NaN or infinite."""
+
+
 @dataclass
 class FitConfig:
     """How to fit: loader settings, epochs and early stopping, progress and cancellation."""
@@ -162,11 +166,14 @@ def train_loop(
     lr: float,
     default_epochs: int,
     weight_decay: float = 1e-5,
+    max_grad_norm: float | None = None,
 ) -> dict[str, Any]:
     """Shared loop for trained models: Adam, validation loss, early stopping, best weights, progress.
 
     ``step(batch)`` returns a dict of losses whose ``"loss"`` is minimised; ``val_loss(batch)``
     returns a float. The weights of the epoch with the lowest validation loss are kept.
+    ``max_grad_norm`` clips the gradient norm; a non-finite loss stops training with an error
+    instead of saving a diverged model.
     """
     epochs = cfg.epochs or default_epochs
     loader = make_loader(ImageDataset(train, model.preprocess, augment=True), cfg.batch_size, cfg.num_workers, True)
@@ -183,7 +190,14 @@ def train_loop(
                 raise TrainingStopped("training stopped on request")
             losses = step(batch["image"])
             optim.zero_grad(set_to_none=True)
+            if not torch.isfinite(losses["loss"]):
+                raise TrainingDiverged(
+                    f"{model.name}: the training loss became {float(losses['loss'])} in epoch {epoch + 1}; "
+                    f"lower --learning_rate (now {lr})"
+                )
             losses["loss"].backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optim.step()
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch["image"])

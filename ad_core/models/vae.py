@@ -58,6 +58,7 @@ class VAE(AnomalyModel):
             cfg,
             self.hparams["learning_rate"],
             60,
+            max_grad_norm=100.0,
         )
 
 

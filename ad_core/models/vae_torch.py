@@ -57,6 +57,8 @@ class VAEModel(nn.Module):
         self.fc_mu = nn.Linear(flat, latent_dim)
         self.fc_log_var = nn.Linear(flat, latent_dim)
         self.fc_decode = nn.Linear(latent_dim, flat)
+        nn.init.zeros_(self.fc_log_var.weight)  # start at unit variance
+        nn.init.zeros_(self.fc_log_var.bias)
         rev = [*enc_channels[::-1], 3]
         layers: list[nn.Module] = []
         for i in range(depth):
@@ -70,9 +72,14 @@ class VAEModel(nn.Module):
         self.register_buffer("map_kernel", gaussian_kernel(2.0), persistent=False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mu`` and ``log_var`` of the latent Gaussian."""
+        """``mu`` and ``log_var`` of the latent Gaussian.
+
+        ``log_var`` is squashed smoothly into (-10, 10) (``10 tanh(v / 10)``): ``exp`` cannot
+        overflow when the wide first layer takes a big step, and, unlike a hard clamp, the
+        gradient never vanishes at the limits.
+        """
         h = self.encoder(x).flatten(1)
-        return self.fc_mu(h), self.fc_log_var(h)
+        return self.fc_mu(h), 10.0 * torch.tanh(self.fc_log_var(h) / 10.0)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Image in [0, 1] from a latent vector."""
