@@ -16,19 +16,19 @@ from anomalib.data import InferenceBatch
 from torch import nn
 
 
-def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """A normalised 2-D Gaussian of width ``2 * ceil(4 sigma) + 1`` as ``(1, 1, k, k)``."""
+def gaussian_kernel(sigma: float, channels: int) -> torch.Tensor:
+    """A normalised 2-D Gaussian of width ``2 * ceil(4 sigma) + 1`` per channel, ``(C, 1, k, k)``."""
     radius = int(4 * sigma + 0.999)
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
     g = torch.exp(-(t**2) / (2 * sigma**2))
     g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+    return (g[:, None] * g[None, :])[None, None].repeat(channels, 1, 1, 1).contiguous()
 
 
 def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Depthwise Gaussian blur with reflect padding (same size out)."""
-    c, pad = x.shape[1], kernel.shape[-1] // 2
-    return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), kernel.expand(c, 1, -1, -1), groups=c)
+    """Depthwise Gaussian blur with reflect padding (same size out); ``kernel`` is ``(C, 1, k, k)``."""
+    pad = kernel.shape[-1] // 2
+    return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), kernel, groups=kernel.shape[0])
 
 
 class VAEModel(nn.Module):
@@ -68,8 +68,8 @@ class VAEModel(nn.Module):
             )
         self.decoder = nn.Sequential(*layers)
         self.last_channels = enc_channels[-1]
-        self.register_buffer("pre_kernel", gaussian_kernel(1.0), persistent=False)
-        self.register_buffer("map_kernel", gaussian_kernel(2.0), persistent=False)
+        self.register_buffer("pre_kernel", gaussian_kernel(1.0, 3), persistent=False)
+        self.register_buffer("map_kernel", gaussian_kernel(2.0, 1), persistent=False)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``mu`` and ``log_var`` of the latent Gaussian.

@@ -1,0 +1,124 @@
+"""Export a bundle's scoring graph to ONNX (TensorRT engines are built from it on the device).
+
+Graphs (input ``image``: ``(B, 3, S, S)`` float32, preprocessed as meta.json says):
+
+* PaDiM, EfficientAD, VAE: the full scoring graph, outputs ``pred_score (B,)`` (raw) and
+  ``anomaly_map (B, 1, S, S)``. PaDiM's mean and inverse covariance are constants in the graph.
+* PatchCore: the graph stops at the patch embeddings, output ``embedding (B, D, h, w)``; the
+  memory bank stays in ``memory_bank.npz`` and is searched with FAISS by the runtime. Putting the
+  bank inside the graph is what breaks anomalib's PatchCore ONNX/TensorRT export for real banks.
+
+The ONNX file carries metadata (model, image size, sha256 of the weights it came from) so a
+runtime can refuse a graph that belongs to another bundle.
+"""
+
+from __future__ import annotations
+
+import io
+from enum import Enum
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from ad_core.bundle import Bundle
+from ad_core.fileio import write_bytes_atomic
+
+META_PREFIX = "ad_inspect."
+
+
+class ExportType(str, Enum):
+    """Export formats."""
+
+    ONNX = "onnx"
+    TENSORRT = "tensorrt"
+
+
+class ScoreGraph(nn.Module):
+    """Image -> (raw score, anomaly map) for the models whose whole scoring exports."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw scores ``(B,)`` and maps ``(B, 1, S, S)``."""
+        out = self.module(image)
+        return out.pred_score.reshape(-1), out.anomaly_map
+
+
+class EmbeddingGraph(nn.Module):
+    """Image -> PatchCore patch embeddings ``(B, D, h, w)`` (anomalib's feature path)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Pooled, upsampled and concatenated backbone features."""
+        m = self.module
+        features = m.feature_extractor(image)
+        features = {layer: m.feature_pooler(f) for layer, f in features.items()}
+        return m.generate_embedding(features)
+
+
+def scoring_graph(bundle: Bundle) -> nn.Module:
+    """The torch module that is exported (and run by the torch backend), in eval mode."""
+    module = bundle.model.module
+    graph = EmbeddingGraph(module) if bundle.meta["model"] == "patchcore" else ScoreGraph(module)
+    return graph.eval()
+
+
+def graph_kind(bundle: Bundle) -> str:
+    """``"embedding"`` for PatchCore, ``"score"`` otherwise."""
+    return "embedding" if bundle.meta["model"] == "patchcore" else "score"
+
+
+def onnx_bytes(bundle: Bundle, opset: int = 17) -> bytes:
+    """Export the bundle's scoring graph to an ONNX model (bytes), checked with ``onnx.checker``."""
+    if opset not in (17, 18):
+        raise ValueError(f"opset {opset}: use 17 or 18 (TensorRT 10 on JetPack 6)")
+    graph = scoring_graph(bundle)
+    size = int(bundle.meta["image_size"])
+    outputs = ["embedding"] if graph_kind(bundle) == "embedding" else ["pred_score", "anomaly_map"]
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            graph,
+            (torch.zeros(1, 3, size, size),),
+            buf,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=outputs,
+            dynamic_axes={"image": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
+            dynamo=False,
+        )
+    model = onnx.load_from_string(buf.getvalue())
+    props = {
+        "model": bundle.meta["model"],
+        "image_size": str(size),
+        "graph": graph_kind(bundle),
+        "weights_sha256": bundle.meta.get("sha256", {}).get(bundle.meta["weights_pth"], ""),
+    }
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def export_onnx(bundle: Bundle, path: str | Path, opset: int = 17) -> Path:
+    """Write the ONNX graph atomically to ``path``."""
+    path = Path(path)
+    write_bytes_atomic(path, onnx_bytes(bundle, opset))
+    return path
+
+
+def onnx_metadata(model_bytes_or_path: bytes | str | Path) -> dict[str, str]:
+    """The ``ad_inspect.*`` metadata of an ONNX model."""
+    if isinstance(model_bytes_or_path, bytes):
+        model = onnx.load_from_string(model_bytes_or_path)
+    else:
+        model = onnx.load(str(model_bytes_or_path), load_external_data=False)
+    return {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}

@@ -1,0 +1,60 @@
+"""One runtime: ONNX Runtime and torch backends agree with the trained model; foreign graphs are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ad_core import list_models, load_bundle
+from ad_core.data.images import read_image
+from ad_core.data.layout import resolve_category
+from ad_core.errors import BundleError
+from ad_core.export import export_onnx, onnx_metadata
+from ad_core.runtime import open_scorer
+
+# Tolerance: ONNX Runtime and PyTorch use different kernels; on these models raw scores agree to
+# about 1e-6 relative. We require 1e-4 relative and identical decisions.
+RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def images(sample_root):
+    data = resolve_category(sample_root, "Sample_brick")
+    picks = [s for s in data.test if s.label == 0][:3] + [s for s in data.test if s.label == 1][:5]
+    return [read_image(s.path) for s in picks]
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_onnxruntime_matches_torch_model(model, evaluated, images, tmp_path):
+    run, _ = evaluated(model)
+    bundle = load_bundle(run)
+    path = export_onnx(bundle, tmp_path / "model.onnx")
+    meta = onnx_metadata(path)
+    assert meta["model"] == model and meta["image_size"] == str(bundle.meta["image_size"])
+    assert meta["graph"] == ("embedding" if model == "patchcore" else "score")
+
+    reference = bundle.model.predict(torch.stack([bundle.preprocess(im) for im in images]))
+    ref_raw = reference.pred_score.numpy()
+    ref_norm = bundle.normalize(ref_raw)
+    for backend, kwargs in (("onnxruntime", {"onnx_path": path}), ("torch", {})):
+        out = open_scorer(bundle, backend, **kwargs)(images)
+        np.testing.assert_allclose(out.raw_score, ref_raw, rtol=RTOL)
+        np.testing.assert_array_equal(out.is_anomaly, ref_norm >= bundle.image_threshold)
+        ref_map = reference.anomaly_map[:, 0].numpy()
+        np.testing.assert_allclose(out.raw_map, ref_map, atol=RTOL * np.abs(ref_map).max())
+        assert out.anomaly_map.shape == (len(images), bundle.meta["image_size"], bundle.meta["image_size"])
+        assert ((out.score >= 0) & (out.score <= 1)).all()
+
+
+def test_graph_of_another_model_or_size_is_refused(trained, tmp_path):
+    padim = load_bundle(trained("padim"))
+    patchcore = load_bundle(trained("patchcore"))
+    foreign = export_onnx(patchcore, tmp_path / "patchcore.onnx")
+    with pytest.raises(BundleError, match="exported for model patchcore at image size 128; this bundle is padim"):
+        open_scorer(padim, "onnxruntime", onnx_path=foreign)
+    scorer = open_scorer(padim, "torch")
+    with pytest.raises(BundleError, match="this model takes 128 px"):
+        scorer.raw(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(BundleError, match="backend 'tensorflow' is not available"):
+        open_scorer(padim, "tensorflow")
