@@ -162,3 +162,13 @@ def test_legacy_padim_min_max_spelling_is_accepted(run_copy):
     bundle = load_bundle(run_copy)
     assert bundle.meta["raw_image_min"] == meta["image_min"]
     assert torch.is_tensor(bundle.model.module.gaussian.mean)
+
+
+def test_building_padim_leaves_the_callers_rng_alone():
+    from ad_core import create_model
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    create_model("padim", image_size=64)
+    assert torch.equal(torch.rand(3), expected)

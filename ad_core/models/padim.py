@@ -29,14 +29,15 @@ class Padim(BackboneModel):
 
     def build_module(self) -> PadimModel:
         """AnomaLib's torch model with a seeded random feature subset."""
-        torch.manual_seed(0)  # the random channel subset ``idx`` is saved in model.pth anyway
         try:
-            return PadimModel(
-                backbone=self.hparams["backbone"],
-                layers=list(self.hparams["layers"]),
-                pre_trained=False,
-                n_features=self.hparams["n_features"],
-            ).eval()
+            with torch.random.fork_rng():  # seeded channel subset (saved in model.pth), caller's RNG untouched
+                torch.manual_seed(0)
+                return PadimModel(
+                    backbone=self.hparams["backbone"],
+                    layers=list(self.hparams["layers"]),
+                    pre_trained=False,
+                    n_features=self.hparams["n_features"],
+                ).eval()
         except ValueError as exc:
             raise ConfigError(f"n_features: {exc}") from exc
 
