@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from numba import njit
-from tqdm.auto import tqdm
 
 
 def random_projection(x: torch.Tensor, proj_dim: int, seed: int = 0) -> torch.Tensor:
@@ -89,14 +88,13 @@ def _blocks(z: torch.Tensor, block_size: int, seed: int) -> tuple[np.ndarray, ..
 
 
 @njit(cache=True, fastmath=False)
-def _greedy_pruned(z, sq, first, k, starts, ends, centres, radii, selected, done_every):  # pragma: no cover - jit
+def _greedy_pruned(z, sq, first, k, starts, ends, centres, radii, selected):  # pragma: no cover - jit
     n, d = z.shape
     n_blocks = starts.shape[0]
     min_d = np.full(n, np.inf, dtype=np.float32)
     block_max = np.full(n_blocks, np.inf, dtype=np.float32)
     block_arg = starts.copy()
     idx = first
-    touched = 0
     for i in range(k):
         selected[i] = idx
         min_d[idx] = 0.0
@@ -124,15 +122,11 @@ def _greedy_pruned(z, sq, first, k, starts, ends, centres, radii, selected, done
                     best_j = j
             block_max[b] = best
             block_arg[b] = best_j
-            touched += ends[b] - starts[b]
         idx = block_arg[np.argmax(block_max)]
-    return touched
 
 
 @torch.no_grad()
-def k_center_greedy(
-    x: torch.Tensor, k: int, proj_dim: int = 128, seed: int = 0, progress: bool = False, block_size: int = 256
-) -> torch.Tensor:
+def k_center_greedy(x: torch.Tensor, k: int, proj_dim: int = 128, seed: int = 0, block_size: int = 256) -> torch.Tensor:
     """Indices of ``k`` rows of ``x`` chosen by greedy farthest-point selection.
 
     Args:
@@ -140,7 +134,6 @@ def k_center_greedy(
         k: number of rows to select (1 <= k <= n).
         proj_dim: width of the random projection the distances are computed in.
         seed: seeds the projection, the blocks and the first centre.
-        progress: show a progress bar (in chunks of selected points).
         block_size: average number of points per pruning block.
     """
     n = x.shape[0]
@@ -150,11 +143,9 @@ def k_center_greedy(
     first = _first_index(n, seed)
     order, starts, ends, centres, radii = _blocks(z, block_size, seed)
     zs = np.ascontiguousarray(z.numpy()[order])
-    sq = (zs.astype(np.float32) ** 2).sum(1).astype(np.float32)
+    sq = (zs**2).sum(1)
     position = np.empty(n, dtype=np.int64)
     position[order] = np.arange(n)
     selected = np.empty(k, dtype=np.int64)
-    with tqdm(total=k, desc="coreset", disable=not progress, leave=False) as bar:
-        _greedy_pruned(zs, sq, position[first], k, starts, ends, centres, radii, selected, 0)
-        bar.update(k)
+    _greedy_pruned(zs, sq, position[first], k, starts, ends, centres, radii, selected)
     return torch.from_numpy(order[selected])

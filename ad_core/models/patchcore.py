@@ -55,7 +55,7 @@ class PatchCore(BackboneModel):
             chunks.append(self.embed(batch["image"]))
         embeddings = torch.cat(chunks)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
-        idx = k_center_greedy(embeddings, k, seed=cfg.seed, progress=cfg.progress)
+        idx = k_center_greedy(embeddings, k, seed=cfg.seed)
         self.module.memory_bank = embeddings[idx].contiguous()
         return {"n_embeddings": len(embeddings), "memory_bank_size": k, "embedding_dim": embeddings.shape[1]}
 
