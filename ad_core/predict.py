@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ad_core.bundle import Bundle, load_bundle
+from ad_core.bundle import Bundle
 from ad_core.data.images import list_images, read_image
 from ad_core.errors import DataError
+from ad_core.runtime import open_scorer
 
 
 @dataclass
@@ -49,34 +49,36 @@ def predict(
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Score images; returns the predictions and ``(file, reason)`` for each unreadable file.
 
+    A thin caller of :mod:`ad_core.runtime` (torch backend, so no export is needed).
+
     Args:
         run: run directory, bundle folder or a loaded :class:`Bundle`.
         inputs: image files and/or folders.
         threshold: normalised decision threshold (0-1); default meta.json's ``image_threshold``.
         batch_size: images per forward pass.
     """
-    bundle = run if isinstance(run, Bundle) else load_bundle(run)
-    thr = bundle.image_threshold if threshold is None else float(threshold)
+    scorer = open_scorer(run, backend="torch")
+    thr = scorer.bundle.image_threshold if threshold is None else float(threshold)
     if not 0.0 <= thr <= 1.0:
         raise DataError(f"--threshold {thr}: the normalised threshold must be between 0 and 1")
-    pre = bundle.preprocess
     results: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
     paths = expand_inputs(inputs)
     for start in range(0, len(paths), batch_size):
-        tensors, names = [], []
+        images, names = [], []
         for p in paths[start : start + batch_size]:
             try:
-                tensors.append(pre(read_image(p)))
+                images.append(read_image(p))
                 names.append(str(p))
             except DataError as exc:
                 skipped.append((str(p), str(exc)))
-        if not tensors:
+        if not images:
             continue
-        out = bundle.model.predict(torch.stack(tensors))
-        raw = out.pred_score.float().numpy()
-        norm = np.atleast_1d(bundle.normalize(raw))
-        maps = bundle.normalize(out.anomaly_map.float().numpy()[:, 0])
-        for name, r, n, m in zip(names, raw, norm, maps, strict=True):
-            results.append(Prediction(name, float(r), float(n), bool(n >= thr), m))
+        out = scorer(images, thr)
+        for i, name in enumerate(names):
+            results.append(
+                Prediction(
+                    name, float(out.raw_score[i]), float(out.score[i]), bool(out.is_anomaly[i]), out.anomaly_map[i]
+                )
+            )
     return results, skipped
