@@ -108,6 +108,9 @@ def load_bundle(path: str | Path, image_size: int | None = None) -> Bundle:
         raise BundleError(
             f"{folder / 'meta.json'}: the model was trained for image_size {meta['image_size']}, not {image_size}"
         )
+    for key in ("image_threshold_auto", "raw_image_min", "raw_image_max"):
+        if not isinstance(meta.get(key), int | float) or not np.isfinite(meta[key]):
+            raise BundleError(f"{folder / 'meta.json'}: {key} must be a number, found {meta.get(key)!r}")
     hparams = {p.name: meta[p.name] for p in spec.all_params() if p.name in meta}
     model = spec.factory(**spec.validate(hparams))
     weights_file = folder / meta["weights_pth"]
@@ -131,7 +134,4 @@ def load_bundle(path: str | Path, image_size: int | None = None) -> Bundle:
         except (OSError, ValueError) as exc:
             raise BundleError(f"{folder / name}: not a readable .npz ({exc})") from exc
     model.load_state(weights, arrays)
-    for key in ("image_threshold_auto", "raw_image_min", "raw_image_max"):
-        if not isinstance(meta.get(key), int | float) or not np.isfinite(meta[key]):
-            raise BundleError(f"{folder / 'meta.json'}: {key} must be a number, found {meta.get(key)!r}")
     return Bundle(folder, meta, model)

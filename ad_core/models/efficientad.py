@@ -83,9 +83,8 @@ def _penalty_images(penalty_dir: str | None, limit: int = 2000) -> tuple[list[np
                 p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in {".jpg", ".jpeg", ".png"}
             )
             if files:
-                return files[:limit] if len(files) <= limit else random.Random(0).sample(
-                    files, limit
-                ), f"folder:{Path(folder).resolve()}"
+                chosen = files if len(files) <= limit else random.Random(0).sample(files, limit)
+                return chosen, f"folder:{Path(folder).resolve()}"
     import skimage.data
 
     photos = []
