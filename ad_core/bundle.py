@@ -81,8 +81,22 @@ class Bundle:
 
     def normalize(self, raw):
         """Seed 003 normalisation with this bundle's threshold and raw min/max."""
-        m = self.meta
-        return normalize(raw, m["image_threshold_auto"], m["raw_image_min"], m["raw_image_max"])
+        return normalize_with(self.meta, raw)
+
+
+def normalize_with(meta: dict[str, Any], raw):
+    """Seed 003 normalisation with meta.json's automatic threshold and raw min/max."""
+    return normalize(raw, meta["image_threshold_auto"], meta["raw_image_min"], meta["raw_image_max"])
+
+
+def check_meta_numbers(meta: dict[str, Any], where: str | Path) -> None:
+    """The normalisation numbers must be finite numbers; the threshold must be in [0, 1]."""
+    for key in ("image_threshold_auto", "raw_image_min", "raw_image_max"):
+        if not isinstance(meta.get(key), int | float) or not np.isfinite(meta[key]):
+            raise BundleError(f"{where}: {key} must be a number, found {meta.get(key)!r}")
+    thr = meta.get("image_threshold", DEFAULT_NORMALIZED_THRESHOLD)
+    if not isinstance(thr, int | float) or not 0.0 <= thr <= 1.0:
+        raise BundleError(f"{where}: image_threshold must be a normalised number between 0 and 1, found {thr!r}")
 
 
 def _check_sha(folder: Path, meta: dict[str, Any], filename: str) -> None:
@@ -94,44 +108,70 @@ def _check_sha(folder: Path, meta: dict[str, Any], filename: str) -> None:
         )
 
 
-def load_bundle(path: str | Path, image_size: int | None = None) -> Bundle:
+def load_bundle(
+    path: str | Path,
+    image_size: int | None = None,
+    *,
+    weights: str | Path | None = None,
+    arrays: str | Path | None = None,
+    model: str | None = None,
+) -> Bundle:
     """Load meta.json, weights and arrays of a bundle and check they belong together.
+
+    The seed's Jetson flow keeps files apart (``--meta_json models/PaDiM/meta.json --weights_pth
+    models/PaDiM/retrained/model.pth --stats models/PaDiM/retrained/stats.npz``): ``weights`` and
+    ``arrays`` replace the files meta.json names. Replaced files are not checked against meta.json's
+    sha256 (they are newer by design) but must still fit the model's shapes exactly.
 
     Args:
         path: a run directory, its ``pytorch/`` folder or a meta.json.
         image_size: when given, must equal the size the model was trained for.
+        weights: a ``model.pth`` to use instead of the one meta.json names.
+        arrays: a ``memory_bank.npz`` / ``stats.npz`` to use instead of the one meta.json names.
+        model: when given, must equal meta.json's model.
     """
     folder = bundle_dir(path)
     meta = read_meta(folder)
+    where = folder / "meta.json"
+    if model is not None and model != meta["model"]:
+        raise BundleError(f"{where} describes a {meta['model']} model, not {model}")
     spec = get_spec(meta["model"])
     if image_size is not None and int(image_size) != int(meta["image_size"]):
-        raise BundleError(
-            f"{folder / 'meta.json'}: the model was trained for image_size {meta['image_size']}, not {image_size}"
-        )
-    for key in ("image_threshold_auto", "raw_image_min", "raw_image_max"):
-        if not isinstance(meta.get(key), int | float) or not np.isfinite(meta[key]):
-            raise BundleError(f"{folder / 'meta.json'}: {key} must be a number, found {meta.get(key)!r}")
+        raise BundleError(f"{where}: the model was trained for image_size {meta['image_size']}, not {image_size}")
+    check_meta_numbers(meta, where)
     hparams = {p.name: meta[p.name] for p in spec.all_params() if p.name in meta}
-    model = spec.factory(**spec.validate(hparams))
-    weights_file = folder / meta["weights_pth"]
+    ad_model = spec.factory(**spec.validate(hparams))
+    weights_file = Path(weights) if weights is not None else folder / meta["weights_pth"]
     if not weights_file.is_file():
-        raise BundleError(f"{weights_file}: weights file named in meta.json is missing")
-    _check_sha(folder, meta, meta["weights_pth"])
+        raise BundleError(
+            f"{weights_file}: weights file {'given' if weights is not None else 'named in meta.json'} is missing"
+        )
+    if weights is None:
+        _check_sha(folder, meta, meta["weights_pth"])
     try:
-        weights = torch.load(weights_file, map_location="cpu", weights_only=True)
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BundleError(f"{weights_file}: not a readable state dict ({exc})") from exc
-    arrays = None
-    if model.artifact_key:
-        name = meta.get(model.artifact_key)
-        if not name or not (folder / name).is_file():
-            raise BundleError(
-                f"{folder}: meta.json key {model.artifact_key!r} must name an existing {model.artifact_file}"
-            )
-        _check_sha(folder, meta, name)
+    loaded = None
+    if ad_model.artifact_key:
+        if arrays is not None:
+            array_file = Path(arrays)
+            if not array_file.is_file():
+                raise BundleError(f"{array_file}: {ad_model.artifact_file} given is missing")
+        else:
+            name = meta.get(ad_model.artifact_key)
+            if not name or not (folder / name).is_file():
+                raise BundleError(
+                    f"{folder}: meta.json key {ad_model.artifact_key!r} must name an existing {ad_model.artifact_file}"
+                )
+            _check_sha(folder, meta, name)
+            array_file = folder / name
         try:
-            arrays = load_npz(folder / name)
+            loaded = load_npz(array_file)
         except (OSError, ValueError) as exc:
-            raise BundleError(f"{folder / name}: not a readable .npz ({exc})") from exc
-    model.load_state(weights, arrays)
-    return Bundle(folder, meta, model)
+            raise BundleError(f"{array_file}: not a readable .npz ({exc})") from exc
+    try:
+        ad_model.load_state(state, loaded)
+    except BundleError as exc:
+        raise BundleError(f"{weights_file if weights is not None else folder}: {exc}") from exc
+    return Bundle(folder, meta, ad_model)

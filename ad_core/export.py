@@ -15,6 +15,7 @@ runtime can refuse a graph that belongs to another bundle.
 from __future__ import annotations
 
 import io
+import json
 from enum import Enum
 from pathlib import Path
 
@@ -23,9 +24,25 @@ import torch
 from torch import nn
 
 from ad_core.bundle import Bundle
+from ad_core.errors import BundleError
 from ad_core.fileio import write_bytes_atomic
 
 META_PREFIX = "ad_inspect."
+EMBEDDING_OUTPUT = "embedding"
+SCORE_OUTPUTS = ("pred_score", "anomaly_map")
+# meta.json keys copied into the ONNX file so that a lone model.onnx can be scored
+EMBEDDED_META_KEYS = (
+    "model",
+    "category",
+    "image_size",
+    "image_threshold",
+    "image_threshold_auto",
+    "raw_image_min",
+    "raw_image_max",
+    "num_neighbors",
+    "preprocessing",
+    "memory_bank",
+)
 
 
 class ExportType(str, Enum):
@@ -81,7 +98,7 @@ def onnx_bytes(bundle: Bundle, opset: int = 17) -> bytes:
         raise ValueError(f"opset {opset}: use 17 or 18 (TensorRT 10 on JetPack 6)")
     graph = scoring_graph(bundle)
     size = int(bundle.meta["image_size"])
-    outputs = ["embedding"] if graph_kind(bundle) == "embedding" else ["pred_score", "anomaly_map"]
+    outputs = [EMBEDDING_OUTPUT] if graph_kind(bundle) == "embedding" else list(SCORE_OUTPUTS)
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
@@ -95,11 +112,13 @@ def onnx_bytes(bundle: Bundle, opset: int = 17) -> bytes:
             dynamo=False,
         )
     model = onnx.load_from_string(buf.getvalue())
+    meta = {**bundle.meta, "preprocessing": bundle.preprocess.to_dict()}
     props = {
         "model": bundle.meta["model"],
         "image_size": str(size),
         "graph": graph_kind(bundle),
         "weights_sha256": bundle.meta.get("sha256", {}).get(bundle.meta["weights_pth"], ""),
+        "meta": json.dumps({k: meta[k] for k in EMBEDDED_META_KEYS if k in meta}),
     }
     for key, value in props.items():
         entry = model.metadata_props.add()
@@ -115,10 +134,17 @@ def export_onnx(bundle: Bundle, path: str | Path, opset: int = 17) -> Path:
     return path
 
 
-def onnx_metadata(model_bytes_or_path: bytes | str | Path) -> dict[str, str]:
-    """The ``ad_inspect.*`` metadata of an ONNX model."""
-    if isinstance(model_bytes_or_path, bytes):
-        model = onnx.load_from_string(model_bytes_or_path)
-    else:
-        model = onnx.load(str(model_bytes_or_path), load_external_data=False)
-    return {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+def onnx_metadata(model_bytes_or_path: bytes | str | Path, name: str | Path | None = None) -> dict[str, str]:
+    """The ``ad_inspect.*`` metadata of an ONNX model; a file that is not ONNX raises :class:`BundleError`."""
+    name = name or (model_bytes_or_path if not isinstance(model_bytes_or_path, bytes) else "ONNX model")
+    try:
+        if isinstance(model_bytes_or_path, bytes):
+            model = onnx.load_from_string(model_bytes_or_path)
+        else:
+            model = onnx.load(str(model_bytes_or_path), load_external_data=False)
+    except Exception as exc:
+        raise BundleError(f"{name}: not a readable ONNX model ({type(exc).__name__})") from exc
+    meta = {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+    if not meta.get("model"):
+        raise BundleError(f"{name}: an ONNX model without ad_inspect metadata; export it with `ad-core convtrt`")
+    return meta

@@ -1,33 +1,44 @@
-"""One runtime for PC and Jetson: load a bundle, score a batch with a chosen backend.
+"""One runtime for PC and Jetson: open a model from any of its forms, score a batch with a chosen backend.
 
-``open_scorer(bundle, backend)`` returns a :class:`Scorer` whose call takes RGB images (or an
-already preprocessed batch) and returns a :class:`ScoreBatch`: raw score, normalised score,
-decision and anomaly map. Backends run the graph of :mod:`ad_core.export`:
+``open_scorer(source, backend)`` returns a :class:`Scorer`; calling it on RGB images (or an already
+preprocessed batch) gives a :class:`ScoreBatch`: raw score, normalised score, decision and anomaly
+map. ``source`` is a trained bundle (run directory, ``pytorch/`` folder, meta.json), an exported
+``model.onnx``, a TensorRT ``model.plan`` or a ``model.pth``. Backends run the graph of
+:mod:`ad_core.export`:
 
 * ``"onnxruntime"`` (default): ONNX Runtime on CPU (CUDA provider when present);
+* ``"tensorrt"``: a serialised TensorRT engine on an NVIDIA GPU (Jetson or PC);
 * ``"torch"``: the same graph in PyTorch.
 
-PatchCore's graph ends at the patch embeddings; the nearest-neighbour search over the memory bank
-runs in FAISS (exact L2, the GPU index when a GPU build is installed) and the image score and map
-follow anomalib's formulas. Every backend applies the same normalisation from meta.json.
+Everything a graph needs besides its weights comes from meta.json (preprocessing, normalisation,
+threshold): the one next to the file, or ``meta_json``, or (ONNX only) the copy embedded in the
+graph at export. PatchCore's graph ends at the patch embeddings; the nearest-neighbour search
+over ``memory_bank.npz`` runs in FAISS (exact L2; the GPU index when a GPU build is installed)
+and the image score and map follow anomalib's formulas, with the 33x33 Gaussian blur done as two
+separable passes.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ad_core.bundle import Bundle, load_bundle
+from ad_core.bundle import Bundle, bundle_dir, check_meta_numbers, load_bundle, normalize_with, read_meta
 from ad_core.errors import BundleError
-from ad_core.export import graph_kind, onnx_bytes, onnx_metadata, scoring_graph
-from ad_core.fileio import load_npz
+from ad_core.export import EMBEDDING_OUTPUT, SCORE_OUTPUTS, graph_kind, onnx_bytes, onnx_metadata, scoring_graph
+from ad_core.fileio import load_npz, sha256
+from ad_core.preprocessing import Preprocess
+from ad_core.scoring import DEFAULT_NORMALIZED_THRESHOLD, denormalize
 
-BACKENDS = ("onnxruntime", "torch")
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+ENGINE_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".pth": "torch"}
 
 
 @dataclass
@@ -41,20 +52,46 @@ class ScoreBatch:
     raw_map: np.ndarray  # raw, (B, S, S)
 
 
+def _gaussian_1d(sigma: float) -> torch.Tensor:
+    size = 2 * int(4.0 * sigma + 0.5) + 1
+    x = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    """The blur of anomalib's ``GaussianBlur2d`` (reflect padding, kernel ``2*int(4*sigma+0.5)+1``) in two 1-D passes."""
+    g = _gaussian_1d(sigma)
+    k = g.numel()
+    x = F.pad(maps, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    x = F.conv2d(x, g.view(1, 1, 1, k))
+    return F.conv2d(x, g.view(1, 1, k, 1))
+
+
 class PatchcoreSearch:
     """FAISS search of the memory bank plus anomalib's PatchCore image score and anomaly map."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bank: np.ndarray, num_neighbors: int = 9, source: str | Path = "memory_bank.npz") -> None:
         import faiss
 
-        bank = np.ascontiguousarray(load_npz(bundle.path / bundle.meta["memory_bank"])["memory_bank"], np.float32)
+        bank = np.ascontiguousarray(bank, np.float32)
+        if bank.ndim != 2 or bank.shape[0] == 0 or not np.isfinite(bank).all():
+            raise BundleError(f"{source}: the memory bank must be a finite (N, D) array with N > 0, got {bank.shape}")
+        self.source = source
         self.bank = torch.from_numpy(bank)
         self.index = faiss.IndexFlatL2(bank.shape[1])
+        self.on_gpu = False
         if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:  # pragma: no cover - GPU only
-            self.index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self.index)
+            self._resources = faiss.StandardGpuResources()
+            self.index = faiss.index_cpu_to_gpu(self._resources, 0, self.index)
+            self.on_gpu = True
         self.index.add(bank)
-        self.num_neighbors = int(bundle.meta.get("num_neighbors", 9))
-        self.map_generator = bundle.model.module.anomaly_map_generator
+        self.num_neighbors = int(num_neighbors)
+
+    @property
+    def width(self) -> int:
+        """Embedding width D the bank was built for."""
+        return int(self.bank.shape[1])
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         d2, idx = self.index.search(np.ascontiguousarray(queries, np.float32), k)
@@ -63,8 +100,10 @@ class PatchcoreSearch:
     def __call__(self, embedding: torch.Tensor, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw scores ``(B,)`` and maps ``(B, 1, S, S)`` from embeddings ``(B, D, h, w)``."""
         b, d, h, w = embedding.shape
-        if d != self.bank.shape[1]:
-            raise BundleError(f"memory bank width {self.bank.shape[1]} does not match the graph's embedding width {d}")
+        if d != self.width:
+            raise BundleError(
+                f"{self.source}: memory bank width {self.width} does not match the graph's embedding width {d}"
+            )
         flat = embedding.permute(0, 2, 3, 1).reshape(-1, d)
         dist, loc = self._search(flat.numpy(), 1)
         patch_scores, locations = dist.reshape(b, -1), loc.reshape(b, -1)
@@ -79,88 +118,312 @@ class PatchcoreSearch:
             distances = torch.cdist(max_features.unsqueeze(1), self.bank[support]).squeeze(1)
             weights = (1 - F.softmax(distances, 1))[..., 0]
             score = weights * patch_scores[rows, max_patches]
-        anomaly_map = self.map_generator(patch_scores.reshape(b, 1, h, w), (image_size, image_size))
-        return score, anomaly_map
+        upsampled = F.interpolate(patch_scores.reshape(b, 1, h, w), size=(image_size, image_size))
+        return score, gaussian_blur(upsampled)
+
+
+# -- graph runners: batch (numpy float32) -> list of numpy outputs ---------------------------------
+class OrtRunner:
+    """ONNX Runtime session; CUDA provider first when installed, no busy-waiting threads."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: bytes) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning worker threads would compete with FAISS and pre/post-processing for the same cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(model, options, providers=providers)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_shapes = {o.name: o.shape for o in self.session.get_outputs()}
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run the graph."""
+        return self.session.run(None, {"image": batch})
+
+
+class TorchRunner:
+    """The export graph run eagerly in PyTorch."""
+
+    backend = "torch"
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.graph = scoring_graph(bundle)
+        self.output_names = [EMBEDDING_OUTPUT] if graph_kind(bundle) == "embedding" else list(SCORE_OUTPUTS)
+        module = bundle.model.module
+        width = sum(module.feature_extractor.out_dims) if self.output_names == [EMBEDDING_OUTPUT] else None
+        self.output_shapes = {EMBEDDING_OUTPUT: ["batch", width, None, None]} if width else {}
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run the graph."""
+        with torch.no_grad():
+            out = self.graph(torch.from_numpy(batch))
+        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+class TrtRunner:  # pragma: no cover - needs TensorRT and an NVIDIA GPU (tests/test_gpu.py on the device)
+    """A deserialised TensorRT engine; inputs and outputs live in CUDA memory owned by torch."""
+
+    backend = "tensorrt"
+
+    def __init__(self, plan: bytes, path: Path) -> None:
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise BundleError(
+                f"{path}: TensorRT is not installed here; run the .onnx with --backend onnxruntime, or install "
+                f"TensorRT (JetPack ships it)"
+            ) from exc
+        if not torch.cuda.is_available():
+            raise BundleError(f"{path}: a TensorRT engine needs an NVIDIA GPU and a CUDA build of torch")
+        self.trt = trt
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise BundleError(
+                f"{path}: not an engine this TensorRT ({trt.__version__}) and GPU can load; engines are tied to "
+                f"the TensorRT version and GPU they were built on: rebuild it with `ad-core convtrt` here"
+            )
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        if [n for n in names if is_input[n]] != ["image"]:
+            raise BundleError(f"{path}: engine inputs are {[n for n in names if is_input[n]]}, expected ['image']")
+        self.output_names = [n for n in names if not is_input[n]]
+        self.output_shapes = {n: list(self.engine.get_tensor_shape(n)) for n in self.output_names}
+        self.stream = torch.cuda.Stream()
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Copy in, execute, copy out."""
+        with torch.cuda.stream(self.stream):
+            x = torch.from_numpy(batch).cuda(non_blocking=True)
+            self.context.set_input_shape("image", tuple(x.shape))
+            self.context.set_tensor_address("image", x.data_ptr())
+            outs = []
+            for name in self.output_names:
+                dtype = torch.float16 if self.engine.get_tensor_dtype(name) == self.trt.float16 else torch.float32
+                out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
+                self.context.set_tensor_address(name, out.data_ptr())
+                outs.append(out)
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise BundleError("TensorRT execution failed")
+            result = [o.float().cpu() for o in outs]
+        self.stream.synchronize()
+        return [r.numpy() for r in result]
 
 
 class Scorer:
-    """Scores images with one backend; see :func:`open_scorer`."""
+    """Scores images with one graph runner; see :func:`open_scorer`.
 
-    def __init__(self, bundle: Bundle, backend: str = "onnxruntime", onnx_path: str | Path | None = None) -> None:
-        if backend not in BACKENDS:
-            raise BundleError(f"backend {backend!r} is not available here; choose one of {', '.join(BACKENDS)}")
-        self.bundle, self.backend = bundle, backend
-        self.image_size = int(bundle.meta["image_size"])
-        self.preprocess = bundle.preprocess
-        self.kind = graph_kind(bundle)
-        self.search = PatchcoreSearch(bundle) if self.kind == "embedding" else None
-        if backend == "torch":
-            self.graph = scoring_graph(bundle)
-        else:
-            import onnxruntime as ort
+    Attributes:
+        meta: the meta.json in force (preprocessing, normalisation, threshold).
+        backend: ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``.
+        source: the file or folder the graph came from.
+    """
 
-            if onnx_path is None:
-                model = onnx_bytes(bundle)
-            else:
-                model = Path(onnx_path).read_bytes()
-                self._check_onnx(model, Path(onnx_path))
-            providers = [
-                p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
-            ]
-            self.session = ort.InferenceSession(model, providers=providers)
-
-    def _check_onnx(self, model: bytes, path: Path) -> None:
-        meta = onnx_metadata(model)
-        want = {"model": self.bundle.meta["model"], "image_size": str(self.image_size)}
-        got = {k: meta.get(k) for k in want}
-        if got != want:
+    def __init__(
+        self,
+        meta: dict[str, Any],
+        runner: OrtRunner | TorchRunner | TrtRunner,
+        search: PatchcoreSearch | None = None,
+        source: str | Path = "",
+        bundle: Bundle | None = None,
+    ) -> None:
+        self.meta, self.runner, self.search, self.source, self.bundle = meta, runner, search, source, bundle
+        self.backend = runner.backend
+        self.model = meta["model"]
+        self.image_size = int(meta["image_size"])
+        self.preprocess = Preprocess.from_dict(meta["preprocessing"])
+        kind = "embedding" if self.model == "patchcore" else "score"
+        expected = [EMBEDDING_OUTPUT] if kind == "embedding" else list(SCORE_OUTPUTS)
+        if runner.output_names != expected:
             raise BundleError(
-                f"{path} was exported for model {got['model']} at image size {got['image_size']}; this bundle is "
-                f"{want['model']} at {want['image_size']}"
+                f"{source}: the graph outputs {runner.output_names}; a {self.model} graph outputs {expected} "
+                f"(is it the engine of another model?)"
             )
-        sha = self.bundle.meta.get("sha256", {}).get(self.bundle.meta["weights_pth"])
-        if meta.get("weights_sha256") and sha and meta["weights_sha256"] != sha:
-            raise BundleError(
-                f"{path} was exported from other weights than this bundle's {self.bundle.meta['weights_pth']}"
-            )
+        if kind == "embedding":
+            if search is None:
+                raise BundleError(f"{source}: PatchCore needs its memory_bank.npz (-m / --memory_bank)")
+            shape = runner.output_shapes.get(EMBEDDING_OUTPUT) or []
+            width = shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None
+            if width is not None and width != search.width:
+                raise BundleError(
+                    f"{search.source}: memory bank rows have width {search.width}, but the graph {source} produces "
+                    f"embeddings of width {width}: the bank belongs to another backbone or layer set"
+                )
 
-    def _run_graph(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.backend == "torch":
-            with torch.no_grad():
-                out = self.graph(batch)
-            return out if isinstance(out, tuple) else (out,)
-        outs = self.session.run(None, {"image": batch.numpy()})
-        return tuple(torch.from_numpy(o) for o in outs)
+    @property
+    def image_threshold(self) -> float:
+        """The normalised decision threshold in force by default (meta ``image_threshold``)."""
+        return float(self.meta.get("image_threshold", DEFAULT_NORMALIZED_THRESHOLD))
 
-    def raw(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def normalize(self, raw):
+        """meta.json's min-max normalisation centred at 0.5."""
+        return normalize_with(self.meta, raw)
+
+    def raw_threshold(self, normalized: float) -> float:
+        """The raw score that a normalised threshold corresponds to."""
+        m = self.meta
+        return denormalize(normalized, m["image_threshold_auto"], m["raw_image_min"], m["raw_image_max"])
+
+    def raw(self, batch: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores ``(B,)`` and raw maps ``(B, S, S)`` of a preprocessed batch."""
         if batch.shape[-1] != self.image_size or batch.shape[-2] != self.image_size:
             raise BundleError(f"input of size {tuple(batch.shape[-2:])}: this model takes {self.image_size} px")
-        outs = self._run_graph(batch.float().contiguous())
+        array = batch.numpy() if isinstance(batch, torch.Tensor) else batch
+        outs = self.runner(np.ascontiguousarray(array, np.float32))
         if self.search is not None:
-            score, amap = self.search(outs[0], self.image_size)
+            score, amap = self.search(torch.from_numpy(outs[0]), self.image_size)
+            score, amap = score.numpy(), amap.numpy()
         else:
             score, amap = outs
-        return score.reshape(-1).numpy().astype(np.float32), amap[:, 0].numpy().astype(np.float32)
+        return np.asarray(score, np.float32).reshape(-1), np.asarray(amap, np.float32)[:, 0]
 
     def __call__(self, images: Sequence[np.ndarray] | torch.Tensor, threshold: float | None = None) -> ScoreBatch:
-        """Score RGB uint8 images (any size) or a preprocessed ``(B, 3, S, S)`` tensor."""
+        """Score RGB uint8 images (any size) or a preprocessed ``(B, 3, S, S)`` tensor.
+
+        ``threshold`` is normalised (0-1); default meta.json's ``image_threshold``.
+        """
         batch = images if isinstance(images, torch.Tensor) else torch.stack([self.preprocess(im) for im in images])
         raw, raw_map = self.raw(batch)
-        thr = self.bundle.image_threshold if threshold is None else float(threshold)
-        score = np.atleast_1d(self.bundle.normalize(raw))
-        return ScoreBatch(raw, score, score >= thr, self.bundle.normalize(raw_map), raw_map)
+        thr = self.image_threshold if threshold is None else float(threshold)
+        score = np.atleast_1d(self.normalize(raw))
+        return ScoreBatch(raw, score, score >= thr, self.normalize(raw_map), raw_map)
+
+
+def _engine_meta(path: Path, meta_json: str | Path | None, embedded: dict[str, str] | None) -> tuple[dict, Path]:
+    """meta.json for an engine file: the given one, the one beside it, or (ONNX) the embedded copy."""
+    if meta_json is not None:
+        return read_meta(meta_json), bundle_dir(meta_json) / "meta.json"
+    if (path.parent / "meta.json").is_file():
+        return read_meta(path.parent), path.parent / "meta.json"
+    if embedded and embedded.get("meta"):
+        return json.loads(embedded["meta"]), path
+    raise BundleError(f"{path}: no meta.json beside it; pass --meta_json (the one convtrt wrote next to the engine)")
+
+
+def _check_engine(meta: dict, where: Path, path: Path, model: str | None, image_size: int | None) -> None:
+    check_meta_numbers(meta, where)
+    if "preprocessing" not in meta:
+        raise BundleError(f"{where}: no 'preprocessing' entry; re-export with `ad-core convtrt`")
+    if model is not None and meta["model"] != model:
+        raise BundleError(f"{path} holds a {meta['model']} model, not {model} ({where})")
+    if image_size is not None and int(image_size) != int(meta["image_size"]):
+        raise BundleError(f"{path} takes {meta['image_size']} px images, not {image_size} (-i / --image_size)")
+
+
+def _bank_for(meta: dict, folder: Path, memory_bank: str | Path | None) -> PatchcoreSearch | None:
+    if meta["model"] != "patchcore":
+        if memory_bank is not None:
+            raise BundleError(f"--memory_bank is for PatchCore only; this is a {meta['model']} model")
+        return None
+    path = Path(memory_bank) if memory_bank is not None else folder / meta.get("memory_bank", "memory_bank.npz")
+    if not path.is_file():
+        raise BundleError(f"{path}: memory bank not found (pass -m / --memory_bank)")
+    if memory_bank is None:
+        expected = meta.get("sha256", {}).get(path.name)
+        if expected and sha256(path) != expected:
+            raise BundleError(f"{path} does not match the sha256 in meta.json: it belongs to another export")
+    try:
+        arrays = load_npz(path)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: not a readable .npz ({exc})") from exc
+    if "memory_bank" not in arrays:
+        raise BundleError(f"{path}: no array named 'memory_bank' inside")
+    return PatchcoreSearch(arrays["memory_bank"], int(meta.get("num_neighbors", 9)), path)
 
 
 def open_scorer(
-    bundle: Bundle | str | Path, backend: str = "onnxruntime", onnx_path: str | Path | None = None
+    source: Bundle | str | Path,
+    backend: str | None = None,
+    onnx_path: str | Path | None = None,
+    *,
+    memory_bank: str | Path | None = None,
+    meta_json: str | Path | None = None,
+    model: str | None = None,
+    image_size: int | None = None,
 ) -> Scorer:
-    """Load (if needed) a bundle and return a scorer on ``backend``.
+    """Open a model for scoring.
 
     Args:
-        bundle: a loaded bundle, a run directory or a ``pytorch/`` folder.
-        backend: ``"onnxruntime"`` (default) or ``"torch"``.
-        onnx_path: an exported ``model.onnx``; checked against the bundle. Without it the graph is
-            exported in memory.
+        source: a loaded :class:`Bundle`, a run directory / ``pytorch/`` folder / meta.json, or an
+            engine file: ``model.onnx``, ``model.plan`` (TensorRT) or ``model.pth``.
+        backend: ``"onnxruntime"``, ``"tensorrt"`` or ``"torch"``; default from the file's suffix,
+            ONNX Runtime for a bundle (its graph is exported in memory).
+        onnx_path: for a bundle: an exported ``model.onnx`` to run, checked against the bundle.
+        memory_bank: PatchCore's ``memory_bank.npz`` when it is not the one meta.json names.
+        meta_json: the meta.json to use when it is not beside the file.
+        model: refuse to run unless the source holds this model.
+        image_size: refuse to run unless the model takes images of this size.
     """
-    return Scorer(bundle if isinstance(bundle, Bundle) else load_bundle(bundle), backend, onnx_path)
+    if backend is not None and backend not in BACKENDS:
+        raise BundleError(f"backend {backend!r} is not available here; choose one of {', '.join(BACKENDS)}")
+    if isinstance(source, Bundle) or Path(source).suffix.lower() not in ENGINE_SUFFIXES:
+        bundle = source if isinstance(source, Bundle) else load_bundle(source, image_size, model=model)
+        return _from_bundle(bundle, backend or "onnxruntime", onnx_path, memory_bank)
+    path = Path(source)
+    if not path.is_file():
+        raise BundleError(f"{path}: no such engine file")
+    kind = ENGINE_SUFFIXES[path.suffix.lower()]
+    if backend is not None and backend != kind:
+        raise BundleError(f"{path}: a {path.suffix} file runs on the {kind} backend, not {backend}")
+    if kind == "torch":
+        meta_src = meta_json if meta_json is not None else path.parent
+        bundle = load_bundle(meta_src, image_size, weights=path, arrays=memory_bank, model=model)
+        return _from_bundle(bundle, "torch", None, None)
+    data = path.read_bytes()
+    embedded = onnx_metadata(data, path) if kind == "onnxruntime" else None
+    meta, where = _engine_meta(path, meta_json, embedded)
+    _check_engine(meta, where, path, model, image_size)
+    if embedded is not None:
+        _check_onnx_against(embedded, meta, path, where)
+    engine_info = meta.get("engine", {})
+    planned = kind == "tensorrt" and engine_info.get("plan_sha256") and engine_info.get("plan") == path.name
+    if planned and sha256(path) != engine_info["plan_sha256"]:
+        raise BundleError(f"{path} is not the engine {where} was written with (sha256 differs)")
+    runner = OrtRunner(data) if kind == "onnxruntime" else TrtRunner(data, path)
+    folder = where.parent if where.name == "meta.json" else path.parent
+    return Scorer(meta, runner, _bank_for(meta, folder, memory_bank), path)
+
+
+def _check_onnx_against(embedded: dict[str, str], meta: dict, path: Path, where: Path | str) -> None:
+    want = {"model": meta["model"], "image_size": str(meta["image_size"])}
+    got = {k: embedded.get(k) for k in want}
+    if got != want:
+        raise BundleError(
+            f"{path} was exported for model {got['model']} at image size {got['image_size']}; {where} describes "
+            f"{want['model']} at {want['image_size']}"
+        )
+
+
+def _from_bundle(bundle: Bundle, backend: str, onnx_path: str | Path | None, memory_bank) -> Scorer:
+    meta = {**bundle.meta, "preprocessing": bundle.preprocess.to_dict()}
+    search = None
+    if bundle.meta["model"] == "patchcore":
+        if memory_bank is not None:
+            search = _bank_for(meta, bundle.path, memory_bank)
+        else:
+            bank = bundle.model.module.memory_bank.cpu().numpy()
+            search = PatchcoreSearch(bank, int(meta.get("num_neighbors", 9)), bundle.path / "memory_bank.npz")
+    if backend == "torch":
+        return Scorer(meta, TorchRunner(bundle), search, bundle.path, bundle)
+    if backend == "tensorrt":
+        raise BundleError(
+            f"{bundle.path}: TensorRT runs a built engine: run `ad-core convtrt` and open its model.plan"
+        )
+    if onnx_path is None:
+        model_bytes = onnx_bytes(bundle)
+    else:
+        model_bytes = Path(onnx_path).read_bytes()
+        embedded = onnx_metadata(model_bytes, onnx_path)
+        _check_onnx_against(embedded, meta, Path(onnx_path), "this bundle")
+        sha = bundle.meta.get("sha256", {}).get(bundle.meta["weights_pth"])
+        if embedded.get("weights_sha256") and sha and embedded["weights_sha256"] != sha:
+            raise BundleError(
+                f"{onnx_path} was exported from other weights than this bundle's {bundle.meta['weights_pth']}"
+            )
+    return Scorer(meta, OrtRunner(model_bytes), search, onnx_path or bundle.path, bundle)
+
