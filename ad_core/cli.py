@@ -1,4 +1,4 @@
-"""``ad-core``: the command line over ad_core (train, test, predict, data, demo)."""
+"""``ad-core``: the command line over ad_core (train, test, predict, retrain, convtrt, infer, data, demo)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from ad_core.errors import ADCoreError
 
+MODEL_NAMES = ("patchcore", "padim", "efficientad", "vae")
 TRAIN_OPTIONS = ("epochs", "patience", "seed", "num_workers", "val_fraction", "weights", "allow_download")
 
 
@@ -77,6 +78,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--save_path", default=None, help="also write heat-map overlays here")
     p.add_argument("--batch", type=int, default=8, help="images per batch")
+
+    p = sub.add_parser("retrain", help="retrain a bundle on new normal images (seed retrain.py flags)")
+    p.add_argument("--model", required=True, choices=MODEL_NAMES, help="patchcore | padim | efficientad | vae")
+    p.add_argument("--pretrained_pth", required=True, help="weights to start from (model.pth)")
+    p.add_argument("--meta_json", required=True, help="the bundle's meta.json (left untouched)")
+    p.add_argument("--category", required=True, help="category of the new normal images, e.g. VisA_pipe_fryum")
+    p.add_argument("--data_root", default="data", help="data root (default data)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (EfficientAD, VAE)")
+    p.add_argument("--batch", type=int, default=8, help="batch size (default 8; EfficientAD always trains with 1)")
+    p.add_argument("--out_dir", required=True, help="output folder, e.g. models/PatchCore/retrained")
+    p.add_argument("--load_bank", default=None, help="PatchCore: extend this memory_bank.npz instead of rebuilding")
+    p.add_argument("--load_stats", default=None, help="PaDiM: merge with this stats.npz instead of refitting")
+    p.add_argument("--log", choices=("on", "off"), default="on", help="progress and out_dir/logs (default on)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    p = sub.add_parser("convtrt", help="export ONNX and build a TensorRT engine (seed convtrt.py flags)")
+    p.add_argument("--model", required=True, choices=MODEL_NAMES, help="patchcore | padim | efficientad | vae")
+    p.add_argument("--weights_pth", required=True, help="final weights (.pth)")
+    p.add_argument("--meta_json", required=True, help="the bundle's meta.json")
+    p.add_argument("--memory_bank", default=None, help="PatchCore: memory_bank.npz (default: meta.json's)")
+    p.add_argument("--stats", default=None, help="PaDiM: stats.npz to embed (default: meta.json's)")
+    p.add_argument("--opset", type=int, choices=(17, 18), default=17, help="ONNX opset (default 17)")
+    p.add_argument("--fp16", action="store_true", help="build the engine in FP16")
+    p.add_argument("--workspace", type=int, default=4096, help="TensorRT workspace in MiB (default 4096)")
+    p.add_argument("--out_dir", required=True, help="output folder, e.g. models/PatchCore/engine")
+    p.add_argument("--use_dla", action="store_true", help="build for the DLA (not on Jetson Orin Nano)")
+    p.add_argument("--max_batch", type=int, default=8, help="largest batch the engine accepts (default 8)")
+
+    p = sub.add_parser("infer", help="score an image or folder with an engine; writes result_<model>.csv")
+    p.add_argument("model", choices=MODEL_NAMES, help="the model the engine holds")
+    p.add_argument("-e", "--engine", required=True, help="model.plan, model.onnx, model.pth or a bundle folder")
+    p.add_argument("-m", "--memory_bank", default=None, help="PatchCore: memory_bank.npz (default: beside engine)")
+    p.add_argument("-d", "--data", required=True, help="an image file or a folder of images")
+    p.add_argument("-i", "--image_size", type=int, default=None, help="refuse engines built for another size")
+    p.add_argument("-t", "--threshold", type=float, default=None, help="raw score threshold (seed -t)")
+    p.add_argument("--norm_threshold", type=float, default=None, help="normalised threshold 0-1 instead of -t")
+    p.add_argument("--meta_json", default=None, help="meta.json when it is not beside the engine")
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"), default=None, help="force a backend")
+    p.add_argument("-o", "--out", default=None, help="CSV path (default result_<model>.csv here)")
 
     p = sub.add_parser("data", help="datasets: the bundled sample, VisA download and split")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -166,6 +206,86 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from ad_core.bundle import read_meta
+    from ad_core.retrain import retrain
+
+    out = retrain(
+        args.model,
+        args.pretrained_pth,
+        args.meta_json,
+        args.category,
+        args.data_root,
+        args.out_dir,
+        epochs=args.epochs,
+        batch_size=args.batch,
+        load_bank=args.load_bank,
+        load_stats=args.load_stats,
+        log=args.log == "on",
+        seed=args.seed,
+    )
+    meta = read_meta(out)
+    r = meta["retrain"]
+    print(f"retrained {args.model} into {out} ({r.get('mode', 'fine-tune')}, {r['new_images']} new images)")
+    if "memory_bank_size" in r:
+        print(f"  memory bank: {r.get('old_memory_bank_size', 0)} -> {r['memory_bank_size']} rows")
+    if "n_samples" in r:
+        print(f"  statistics over {r['n_samples']} images")
+    if "test_image_auroc" in r:
+        print(
+            f"  test: image AUROC {r['test_image_auroc']:.4f}, best F1 {r['test_image_f1']:.4f}; raw statistics refreshed"
+        )
+    else:
+        print("  no test images of both classes: raw score statistics inherited from the original meta.json")
+    print(
+        f"next: ad-core convtrt --model {args.model} --weights_pth {out / 'model.pth'} --meta_json {out / 'meta.json'}"
+    )
+    return 0
+
+
+def _cmd_convtrt(args: argparse.Namespace) -> int:
+    from ad_core.convert import convtrt
+
+    result = convtrt(
+        args.model,
+        args.weights_pth,
+        args.meta_json,
+        args.out_dir,
+        memory_bank=args.memory_bank,
+        stats=args.stats,
+        opset=args.opset,
+        fp16=args.fp16,
+        workspace=args.workspace,
+        use_dla=args.use_dla,
+        max_batch=args.max_batch,
+    )
+    print(result.message)
+    print(f"  graph {'simplified (outputs checked)' if result.simplified else 'as exported'}; meta: {result.meta}")
+    engine = result.plan or result.onnx
+    bank = f" -m {result.memory_bank}" if result.memory_bank else ""
+    print(f"next: ad-core infer {args.model} -e {engine}{bank} -d <images>")
+    return 0
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from ad_core.infer import infer
+
+    report = infer(
+        args.model,
+        args.engine,
+        args.data,
+        image_size=args.image_size,
+        threshold=args.threshold,
+        norm_threshold=args.norm_threshold,
+        memory_bank=args.memory_bank,
+        meta_json=args.meta_json,
+        backend=args.backend,
+        out=args.out,
+    )
+    print(report.summary())
+    return 0
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "sample":
         from ad_core.data.sample import CATEGORIES, build_sample_dataset
@@ -235,6 +355,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": _cmd_train,
     "predict": _cmd_predict,
+    "retrain": _cmd_retrain,
+    "convtrt": _cmd_convtrt,
+    "infer": _cmd_infer,
     "data": _cmd_data,
     "models": _cmd_models,
     "demo": _cmd_demo,

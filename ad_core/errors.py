@@ -19,3 +19,7 @@ class WeightsNotFoundError(ADCoreError):
 
 class ConfigError(ADCoreError):
     """A hyperparameter or option has an invalid value."""
+
+
+class ExportError(ADCoreError):
+    """ONNX export or TensorRT engine build failed."""

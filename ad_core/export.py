@@ -120,6 +120,8 @@ def onnx_bytes(bundle: Bundle, opset: int = 17) -> bytes:
         "weights_sha256": bundle.meta.get("sha256", {}).get(bundle.meta["weights_pth"], ""),
         "meta": json.dumps({k: meta[k] for k in EMBEDDED_META_KEYS if k in meta}),
     }
+    if graph_kind(bundle) == "embedding":
+        props["embedding_dim"] = str(sum(bundle.model.module.feature_extractor.out_dims))
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value

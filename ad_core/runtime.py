@@ -138,7 +138,10 @@ class OrtRunner:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(model, options, providers=providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.output_shapes = {o.name: o.shape for o in self.session.get_outputs()}
+        self.output_shapes = {o.name: list(o.shape) for o in self.session.get_outputs()}
+        width = onnx_metadata(model).get("embedding_dim") if EMBEDDING_OUTPUT in self.output_shapes else None
+        if width:  # the exporter may leave the channel dimension symbolic; the metadata has it
+            self.output_shapes[EMBEDDING_OUTPUT][1] = int(width)
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the graph."""
@@ -411,9 +414,7 @@ def _from_bundle(bundle: Bundle, backend: str, onnx_path: str | Path | None, mem
     if backend == "torch":
         return Scorer(meta, TorchRunner(bundle), search, bundle.path, bundle)
     if backend == "tensorrt":
-        raise BundleError(
-            f"{bundle.path}: TensorRT runs a built engine: run `ad-core convtrt` and open its model.plan"
-        )
+        raise BundleError(f"{bundle.path}: TensorRT runs a built engine: run `ad-core convtrt` and open its model.plan")
     if onnx_path is None:
         model_bytes = onnx_bytes(bundle)
     else:
@@ -426,4 +427,3 @@ def _from_bundle(bundle: Bundle, backend: str, onnx_path: str | Path | None, mem
                 f"{onnx_path} was exported from other weights than this bundle's {bundle.meta['weights_pth']}"
             )
     return Scorer(meta, OrtRunner(model_bytes), search, onnx_path or bundle.path, bundle)
-

@@ -55,7 +55,8 @@ def split_train_val(paths: list[Path], val_fraction: float, seed: int) -> tuple[
     return train, val
 
 
-def _history_csv(history: list[dict[str, Any]]) -> bytes:
+def history_csv(history: list[dict[str, Any]]) -> bytes:
+    """Per-epoch history rows as CSV bytes."""
     buf = io.StringIO()
     if history:
         writer = csv.DictWriter(buf, fieldnames=list(history[0]))
@@ -183,7 +184,7 @@ def train(
         write_bytes_atomic(
             tmp / "param" / "params.yaml", yaml.safe_dump(dict(ad_model.hparams), sort_keys=False).encode()
         )
-        write_bytes_atomic(tmp / "logs" / "history.csv", _history_csv(history))
+        write_bytes_atomic(tmp / "logs" / "history.csv", history_csv(history))
         write_json_atomic(tmp / "logs" / "train.json", {"fit": fit_result, "validation_scores": scores.tolist()})
         return _finalise(tmp, parent, stamp)
     except BaseException:

@@ -47,3 +47,20 @@ def test_selection_is_far_better_than_random():
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="between 1 and 10"):
         k_center_greedy(torch.randn(10, 4), 11)
+
+
+def test_extending_an_existing_bank_continues_the_greedy():
+    """Retraining with --load_bank: picks among new rows, farthest from the old bank first."""
+    x = clustered(n=4000, seed=2)
+    old = clustered(n=300, seed=3)
+    fast = k_center_greedy(x, 50, existing=old)
+    plain = k_center_greedy_plain(x, 50, existing=old)
+    assert fast.tolist() == plain.tolist()
+    z, zo = random_projection(x, 128), random_projection(old, 128)
+    assert fast[0] == torch.cdist(z, zo).amin(1).argmax()
+    # a new point lying on the old bank is never picked before the far ones
+    near_old = torch.cat([x, old[:5]])
+    picked = k_center_greedy(near_old, 50, existing=old)
+    assert not set(picked.tolist()) & set(range(len(x), len(x) + 5))
+    with pytest.raises(ValueError, match="do not match rows of width"):
+        k_center_greedy(x, 5, existing=torch.randn(3, 7))

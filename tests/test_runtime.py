@@ -51,7 +51,9 @@ def test_graph_of_another_model_or_size_is_refused(trained, tmp_path):
     padim = load_bundle(trained("padim"))
     patchcore = load_bundle(trained("patchcore"))
     foreign = export_onnx(patchcore, tmp_path / "patchcore.onnx")
-    with pytest.raises(BundleError, match="exported for model patchcore at image size 128; this bundle describes padim"):
+    with pytest.raises(
+        BundleError, match="exported for model patchcore at image size 128; this bundle describes padim"
+    ):
         open_scorer(padim, "onnxruntime", onnx_path=foreign)
     scorer = open_scorer(padim, "torch")
     with pytest.raises(BundleError, match="this model takes 128 px"):

@@ -84,6 +84,19 @@ class AnomalyModel(ABC):
     def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
         """Fit on normal images; return a history dict (written to logs/)."""
 
+    def update(
+        self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig, previous: dict[str, np.ndarray] | None
+    ) -> dict[str, Any]:
+        """Retrain the loaded model on new normal images (seed ``retrain.py``).
+
+        Trained models fine-tune from their current weights. Models with an array file rebuild it
+        from the new images, or, given the ``previous`` arrays (``--load_bank`` / ``--load_stats``),
+        extend / merge it.
+        """
+        if previous is not None:
+            raise ADCoreError(f"{self.name} has no memory bank or statistics to merge")
+        return self.fit(train, val, cfg)
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> InferenceBatch:
         """Score a preprocessed batch ``(B, 3, S, S)``: raw ``pred_score (B,)`` and ``anomaly_map``."""

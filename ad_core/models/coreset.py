@@ -37,14 +37,20 @@ def _first_index(n: int, seed: int) -> int:
 
 
 @torch.no_grad()
-def k_center_greedy_plain(x: torch.Tensor, k: int, proj_dim: int = 128, seed: int = 0) -> torch.Tensor:
+def k_center_greedy_plain(
+    x: torch.Tensor, k: int, proj_dim: int = 128, seed: int = 0, existing: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reference implementation: one matrix-vector product per selected point."""
     n = x.shape[0]
     z = random_projection(x, proj_dim, seed)
     sq = (z * z).sum(1)
     selected = torch.empty(k, dtype=torch.long)
-    idx = _first_index(n, seed)
-    min_d = torch.full((n,), float("inf"))
+    if existing is None:
+        idx = _first_index(n, seed)
+        min_d = torch.full((n,), float("inf"))
+    else:
+        min_d = torch.cdist(z, random_projection(existing, proj_dim, seed)).amin(1) ** 2
+        idx = int(torch.argmax(min_d))
     dist = torch.empty(n)
     for i in range(k):
         selected[i] = idx
@@ -88,12 +94,18 @@ def _blocks(z: torch.Tensor, block_size: int, seed: int) -> tuple[np.ndarray, ..
 
 
 @njit(cache=True, fastmath=False)
-def _greedy_pruned(z, sq, first, k, starts, ends, centres, radii, selected):  # pragma: no cover - jit
-    n, d = z.shape
+def _greedy_pruned(z, sq, first, k, starts, ends, centres, radii, selected, min_d):  # pragma: no cover - jit
+    d = z.shape[1]
     n_blocks = starts.shape[0]
-    min_d = np.full(n, np.inf, dtype=np.float32)
-    block_max = np.full(n_blocks, np.inf, dtype=np.float32)
+    block_max = np.empty(n_blocks, dtype=np.float32)
     block_arg = starts.copy()
+    for b in range(n_blocks):  # start from the given distances (inf, or distance to an existing bank)
+        best = -1.0
+        for j in range(starts[b], ends[b]):
+            if min_d[j] > best:
+                best = min_d[j]
+                block_arg[b] = j
+        block_max[b] = best
     idx = first
     for i in range(k):
         selected[i] = idx
@@ -125,8 +137,25 @@ def _greedy_pruned(z, sq, first, k, starts, ends, centres, radii, selected):  # 
         idx = block_arg[np.argmax(block_max)]
 
 
+def _nearest_sq_dist(z: torch.Tensor, existing: torch.Tensor) -> np.ndarray:
+    """Squared distance of each row of ``z`` to its nearest row of ``existing`` (exact, FAISS)."""
+    import faiss
+
+    index = faiss.IndexFlatL2(existing.shape[1])
+    index.add(np.ascontiguousarray(existing.numpy(), np.float32))
+    d2, _ = index.search(np.ascontiguousarray(z.numpy(), np.float32), 1)
+    return np.maximum(d2[:, 0], 0.0).astype(np.float32)
+
+
 @torch.no_grad()
-def k_center_greedy(x: torch.Tensor, k: int, proj_dim: int = 128, seed: int = 0, block_size: int = 256) -> torch.Tensor:
+def k_center_greedy(
+    x: torch.Tensor,
+    k: int,
+    proj_dim: int = 128,
+    seed: int = 0,
+    block_size: int = 256,
+    existing: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Indices of ``k`` rows of ``x`` chosen by greedy farthest-point selection.
 
     Args:
@@ -135,17 +164,29 @@ def k_center_greedy(x: torch.Tensor, k: int, proj_dim: int = 128, seed: int = 0,
         proj_dim: width of the random projection the distances are computed in.
         seed: seeds the projection, the blocks and the first centre.
         block_size: average number of points per pruning block.
+        existing: ``(m, d)`` centres already chosen (an existing memory bank). The greedy then
+            continues from them: the first pick is the row of ``x`` farthest from ``existing``, as
+            if ``existing`` had been selected first (used to extend a bank when retraining).
     """
     n = x.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"coreset size must be between 1 and {n}, got {k}")
     z = random_projection(x.cpu(), proj_dim, seed)
-    first = _first_index(n, seed)
     order, starts, ends, centres, radii = _blocks(z, block_size, seed)
     zs = np.ascontiguousarray(z.numpy()[order])
     sq = (zs**2).sum(1)
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
+    if existing is None:
+        min_d = np.full(n, np.inf, dtype=np.float32)
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        first = int(position[_first_index(n, seed)])
+    else:
+        if existing.ndim != 2 or existing.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"existing centres of shape {tuple(existing.shape)} do not match rows of width {x.shape[1]}"
+            )
+        min_d = _nearest_sq_dist(torch.from_numpy(zs), random_projection(existing.cpu(), proj_dim, seed))
+        first = int(np.argmax(min_d))
     selected = np.empty(k, dtype=np.int64)
-    _greedy_pruned(zs, sq, position[first], k, starts, ends, centres, radii, selected)
+    _greedy_pruned(zs, sq, first, k, starts, ends, centres, radii, selected, min_d)
     return torch.from_numpy(order[selected])

@@ -225,6 +225,25 @@ class EfficientAd(AnomalyModel):
         for p in self.module.teacher.parameters():
             p.requires_grad_(False)
         self._teacher_mean_std(train, cfg)
+        return self._train_student(train, val, cfg, penalty)
+
+    def update(
+        self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig, previous: dict[str, np.ndarray] | None
+    ) -> dict[str, Any]:
+        """Fine-tune student and auto-encoder from the loaded weights; the teacher and its statistics stay."""
+        if previous is not None:
+            return super().update(train, val, cfg, previous)
+        torch.manual_seed(cfg.seed)
+        items, penalty_source = _penalty_images(self.hparams["penalty_dir"])
+        self.fit_info.update(penalty_source=penalty_source)
+        for p in self.module.teacher.parameters():
+            p.requires_grad_(False)
+        return self._train_student(train, val, cfg, _PenaltySampler(items, self.image_size, cfg.seed))
+
+    def _train_student(
+        self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig, penalty: _PenaltySampler
+    ) -> dict[str, Any]:
+        """Student + auto-encoder training (batch 1, as in the paper), then the map quantiles."""
         m = self.module
 
         def step(x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -41,19 +41,79 @@ class Padim(BackboneModel):
         except ValueError as exc:
             raise ConfigError(f"n_features: {exc}") from exc
 
-    def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
-        """Collect embeddings of all training images and fit the Gaussian."""
-        loader = make_loader(ImageDataset(train, self.preprocess), cfg.batch_size, cfg.num_workers)
-        self.module.train()
-        self.module.memory_bank = []
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        self.covariance: np.ndarray | None = None  # (HW, C, C) sample covariance, float64
+        self.n_samples = 0
+
+    @torch.no_grad()
+    def _moments(self, paths: Sequence[Path], cfg: FitConfig) -> tuple[int, np.ndarray, np.ndarray]:
+        """Image count, per-position sums ``(C, HW)`` and sums of outer products ``(HW, C, C)`` (float64)."""
+        loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
+        m = self.module
+        n, total, outer = 0, None, None
         for batch in tqdm(loader, desc="padim features", disable=not cfg.progress, leave=False):
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
-            self.module(batch["image"])
-        self.module.fit()
+            emb = m.generate_embedding(m.feature_extractor(batch["image"]))
+            emb = emb.reshape(emb.shape[0], emb.shape[1], -1).double()
+            s, q = emb.sum(0), torch.einsum("bci,bdi->icd", emb, emb)
+            total, outer = (s, q) if total is None else (total + s, outer + q)
+            n += emb.shape[0]
+        return n, total.numpy(), outer.numpy()
+
+    def _set_gaussian(self, n: int, mean: np.ndarray, covariance: np.ndarray) -> None:
+        """Install mean and inverse covariance exactly as anomalib regularises them (+0.01 I + 1e-5 I)."""
+        c = mean.shape[0]
+        inv = np.linalg.inv(covariance + (0.01 + 1e-5) * np.eye(c))
+        self.module.gaussian.mean = torch.from_numpy(mean.astype(np.float32))
+        self.module.gaussian.inv_covariance = torch.from_numpy(inv.astype(np.float32))
+        self.covariance, self.n_samples = covariance, n
+
+    def _fit_moments(self, n: int, total: np.ndarray, outer: np.ndarray) -> dict[str, Any]:
+        if n < 2:
+            raise ConfigError(f"PaDiM needs at least 2 training images, got {n}")
+        mean = total / n
+        covariance = (outer - n * np.einsum("ci,di->icd", mean, mean)) / (n - 1)
+        self._set_gaussian(n, mean, covariance)
+        return {"n_features": int(mean.shape[0]), "positions": int(mean.shape[1]), "n_samples": n}
+
+    def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
+        """Per-position mean and covariance of the training embeddings (anomalib's estimator)."""
         self.module.eval()
-        mean = self.module.gaussian.mean
-        return {"n_features": int(mean.shape[0]), "positions": int(mean.shape[1])}
+        return self._fit_moments(*self._moments(train, cfg))
+
+    def update(
+        self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig, previous: dict[str, np.ndarray] | None
+    ) -> dict[str, Any]:
+        """Refit on the new images, or merge them into the ``previous`` statistics.
+
+        Merging is exact: the old mean and covariance with their image count are turned back into
+        sums, the new images' sums are added, and the Gaussian is recomputed, so the result equals
+        a fit on old and new images together.
+        """
+        if previous is None:
+            return self.fit(train, val, cfg)
+        self.set_artifacts(previous)
+        if not self.n_samples:
+            raise BundleError(
+                "stats.npz has no 'n_samples' and meta.json no 'train_images': merging needs the number of images "
+                "the statistics came from; retrain without --load_stats to rebuild them from the new images"
+            )
+        if self.covariance is None:  # seed-era stats.npz: recover the covariance from its inverse
+            inv = self.module.gaussian.inv_covariance.double().numpy()
+            self.covariance = np.linalg.inv(inv) - (0.01 + 1e-5) * np.eye(inv.shape[-1])
+        n0, mean0 = self.n_samples, self.module.gaussian.mean.double().numpy()
+        n1, total1, outer1 = self._moments(train, cfg)
+        mean1 = total1 / n1
+        scatter1 = outer1 - n1 * np.einsum("ci,di->icd", mean1, mean1)
+        # Chan et al.'s pairwise update: no cancellation between large sums of squares
+        n = n0 + n1
+        delta = mean1 - mean0
+        scatter = self.covariance * (n0 - 1) + scatter1 + np.einsum("ci,di->icd", delta, delta) * (n0 * n1 / n)
+        self._set_gaussian(n, mean0 + delta * (n1 / n), scatter / (n - 1))
+        info = {"n_features": int(mean0.shape[0]), "positions": int(mean0.shape[1]), "n_samples": n}
+        return {"mode": "merge", "old_n_samples": n0, "new_images": n1, **info}
 
     def artifact_buffers(self) -> dict[str, torch.Tensor]:
         """The Gaussian goes to stats.npz; model.pth keeps backbone and channel subset."""
@@ -61,12 +121,19 @@ class Padim(BackboneModel):
         return {"gaussian.mean": g.mean, "gaussian.inv_covariance": g.inv_covariance}
 
     def artifacts(self) -> dict[str, np.ndarray]:
-        """``mean (C, HW)`` and ``inv_covariance (HW, C, C)`` as float32."""
+        """``mean (C, HW)`` and ``inv_covariance (HW, C, C)`` (seed keys), plus merge data.
+
+        ``covariance`` and ``n_samples`` let a later retrain merge new images exactly (``--load_stats``).
+        """
         g = self.module.gaussian
-        return {
+        out = {
             "mean": g.mean.cpu().numpy().astype(np.float32),
             "inv_covariance": g.inv_covariance.cpu().numpy().astype(np.float32),
         }
+        if self.covariance is not None:
+            out["covariance"] = self.covariance.astype(np.float32)
+            out["n_samples"] = np.asarray(self.n_samples, np.int64)
+        return out
 
     def set_artifacts(self, arrays: dict[str, np.ndarray] | None) -> None:
         """Install the Gaussian, checking it against the configured feature count."""
@@ -82,6 +149,12 @@ class Padim(BackboneModel):
             )
         self.module.gaussian.mean = mean
         self.module.gaussian.inv_covariance = inv
+        self.covariance, self.n_samples = None, int(arrays.get("n_samples", 0))
+        if "covariance" in arrays:
+            cov = np.asarray(arrays["covariance"], np.float64)
+            if cov.shape != tuple(inv.shape):
+                raise BundleError(f"stats.npz: covariance has shape {cov.shape}, expected {tuple(inv.shape)}")
+            self.covariance = cov
 
 
 register_model(

@@ -45,19 +45,47 @@ class PatchCore(BackboneModel):
         features = {layer: m.feature_pooler(f) for layer, f in features.items()}
         return m.reshape_embedding(m.generate_embedding(features))
 
-    def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
-        """Embed all training patches, then keep a k-center greedy coreset of them."""
-        loader = make_loader(ImageDataset(train, self.preprocess), cfg.batch_size, cfg.num_workers)
+    def _embed_paths(self, paths: Sequence[Path], cfg: FitConfig) -> torch.Tensor:
+        loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
         chunks = []
         for batch in tqdm(loader, desc="patchcore features", disable=not cfg.progress, leave=False):
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
             chunks.append(self.embed(batch["image"]))
-        embeddings = torch.cat(chunks)
+        return torch.cat(chunks)
+
+    def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
+        """Embed all training patches, then keep a k-center greedy coreset of them."""
+        embeddings = self._embed_paths(train, cfg)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
         idx = k_center_greedy(embeddings, k, seed=cfg.seed)
         self.module.memory_bank = embeddings[idx].contiguous()
         return {"n_embeddings": len(embeddings), "memory_bank_size": k, "embedding_dim": embeddings.shape[1]}
+
+    def update(
+        self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig, previous: dict[str, np.ndarray] | None
+    ) -> dict[str, Any]:
+        """Rebuild the bank from the new images, or extend the ``previous`` bank with them.
+
+        Extending keeps every old row and adds ``coreset_ratio`` of the new patch features, chosen by
+        the same greedy continued from the old bank (new patches the bank already covers are not
+        added), so the bank grows as if it had been built from old and new images together.
+        """
+        if previous is None:
+            return self.fit(train, val, cfg)
+        self.set_artifacts(previous)
+        old = self.module.memory_bank
+        embeddings = self._embed_paths(train, cfg)
+        k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
+        idx = k_center_greedy(embeddings, k, seed=cfg.seed, existing=old)
+        self.module.memory_bank = torch.cat([old, embeddings[idx]]).contiguous()
+        return {
+            "mode": "extend",
+            "n_embeddings": len(embeddings),
+            "old_memory_bank_size": len(old),
+            "added": k,
+            "memory_bank_size": len(self.module.memory_bank),
+        }
 
     def artifact_buffers(self) -> dict[str, torch.Tensor]:
         """The bank goes to memory_bank.npz, not model.pth."""

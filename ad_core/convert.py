@@ -1,0 +1,224 @@
+"""ONNX export and TensorRT engine build (seed ``convtrt.py``).
+
+``convtrt(...)`` writes into ``out_dir``:
+
+* ``model.onnx``: the scoring graph of :mod:`ad_core.export`, checked with ``onnx.checker`` and
+  simplified with onnxslim when the simplified graph gives the same outputs (else the original is kept);
+* ``model.plan``: a TensorRT engine, only where TensorRT and an NVIDIA GPU are present (otherwise a
+  message says so and the ONNX file is the result);
+* ``memory_bank.npz`` (PatchCore): the bank the runtime searches with FAISS next to the engine;
+* ``meta.json``: everything a runtime needs besides the graph (preprocessing, normalisation,
+  threshold) plus an ``engine`` entry (opset, fp16, sha256 of the files). The original meta.json
+  is not changed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ad_core.bundle import Bundle, bundle_dir, load_bundle
+from ad_core.errors import ConfigError, ExportError
+from ad_core.export import onnx_bytes
+from ad_core.fileio import save_npz_atomic, sha256, write_bytes_atomic, write_json_atomic
+
+PARITY_RTOL = 1e-4  # simplified vs original graph, on random input
+
+
+@dataclass
+class ConvertResult:
+    """What convtrt wrote."""
+
+    onnx: Path
+    plan: Path | None
+    meta: Path
+    memory_bank: Path | None
+    simplified: bool
+    message: str
+
+
+def _run_onnx(model: bytes, batch: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"image": batch})
+
+
+def simplify(model: bytes, image_size: int) -> tuple[bytes, bool]:
+    """The onnxslim-simplified graph when it matches the original on random input, else the original."""
+    import onnx
+    import onnxslim
+
+    try:
+        slim = onnxslim.slim(onnx.load_from_string(model))
+        onnx.checker.check_model(slim)
+        slim_bytes = slim.SerializeToString()
+    except Exception:  # any failure of the simplifier keeps the original graph
+        return model, False
+    batch = np.random.default_rng(0).standard_normal((2, 3, image_size, image_size)).astype(np.float32)
+    ref, got = _run_onnx(model, batch), _run_onnx(slim_bytes, batch)
+    for a, b in zip(ref, got, strict=True):
+        if a.shape != b.shape or not np.allclose(a, b, rtol=PARITY_RTOL, atol=PARITY_RTOL * float(np.abs(a).max())):
+            return model, False
+    return slim_bytes, True
+
+
+def tensorrt_available() -> tuple[bool, str]:
+    """Whether a TensorRT engine can be built here, and why not."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False, "TensorRT is not installed (JetPack ships it; on a PC: pip install tensorrt)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "no NVIDIA GPU is visible (torch.cuda.is_available() is False)"
+    return True, ""
+
+
+def build_engine(
+    onnx_model: bytes,
+    image_size: int,
+    fp16: bool = False,
+    workspace_mb: int = 4096,
+    use_dla: bool = False,
+    max_batch: int = 8,
+) -> bytes:  # pragma: no cover - needs TensorRT and a GPU (tests/test_gpu.py on the device)
+    """Build a serialised TensorRT engine from ONNX bytes (input ``image``, batch 1..``max_batch``)."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # TensorRT 8.x (JetPack 5)
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_model):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse the ONNX graph: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if use_dla:
+        if builder.num_DLA_cores == 0:
+            raise ConfigError("--use_dla: this device has no DLA core (the Jetson Orin Nano has none)")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = 0
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    profile = builder.create_optimization_profile()
+    shape = (3, image_size, image_size)
+    profile.set_shape("image", (1, *shape), (1, *shape), (max_batch, *shape))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError("TensorRT failed to build the engine (see the TensorRT log above)")
+    return bytes(serialized)
+
+
+def _engine_meta(bundle: Bundle, weights_file: Path, engine: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in bundle.meta.items() if k not in ("sha256", "stats")}
+    meta["preprocessing"] = bundle.preprocess.to_dict()
+    meta["engine"] = {
+        **engine,
+        "from_meta_json": str((bundle.path / "meta.json").resolve()),
+        "from_weights": str(weights_file.resolve()),
+        "from_weights_sha256": sha256(weights_file),
+        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    if bundle.meta["model"] == "padim":
+        meta["engine"]["stats"] = "embedded in the graph"
+    return meta
+
+
+def convtrt(
+    model: str,
+    weights_pth: str | Path,
+    meta_json: str | Path,
+    out_dir: str | Path,
+    *,
+    memory_bank: str | Path | None = None,
+    stats: str | Path | None = None,
+    opset: int = 17,
+    fp16: bool = False,
+    workspace: int = 4096,
+    use_dla: bool = False,
+    max_batch: int = 8,
+) -> ConvertResult:
+    """Export ``weights_pth`` + ``meta_json`` (+ bank / stats) to ONNX and, where possible, TensorRT.
+
+    Args:
+        model: ``patchcore``, ``padim``, ``efficientad`` or ``vae``; must match meta.json.
+        weights_pth: the final weights (e.g. ``retrained/model.pth``).
+        meta_json: the bundle's meta.json.
+        out_dir: output folder (e.g. ``<model>/engine``).
+        memory_bank: PatchCore's bank (default: the one meta.json names).
+        stats: PaDiM's ``stats.npz`` (default: the one meta.json names); embedded in the graph.
+        opset: ONNX opset, 17 or 18 (TensorRT 10 on JetPack 6).
+        fp16: build the engine in FP16.
+        workspace: TensorRT workspace in MiB.
+        use_dla: build for the DLA (Jetson AGX/NX Orin; the Orin Nano has none).
+        max_batch: largest batch the engine accepts.
+    """
+    if memory_bank is not None and model != "patchcore":
+        raise ConfigError(f"--memory_bank is for PatchCore only; this is {model}")
+    if stats is not None and model != "padim":
+        raise ConfigError(f"--stats is for PaDiM only; this is {model}")
+    if opset not in (17, 18):
+        raise ConfigError(f"--opset {opset}: use 17 or 18 (TensorRT 10 on JetPack 6)")
+    if workspace <= 0:
+        raise ConfigError(f"--workspace {workspace}: give the TensorRT workspace in MiB, e.g. 4096")
+    meta_path = bundle_dir(meta_json) / "meta.json"
+    out = Path(out_dir)
+    if out.resolve() == meta_path.parent.resolve():
+        raise ConfigError(
+            f"--out_dir {out} is the folder of --meta_json: choose another folder (the seed uses engine/)"
+        )
+    bundle = load_bundle(meta_path, weights=weights_pth, arrays=memory_bank or stats, model=model)
+    size = int(bundle.meta["image_size"])
+    graph, simplified = simplify(onnx_bytes(bundle, opset), size)
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out / "model.onnx", graph)
+    engine: dict[str, Any] = {
+        "onnx": "model.onnx",
+        "onnx_sha256": sha256(out / "model.onnx"),
+        "opset": opset,
+        "simplified": simplified,
+        "plan": None,
+    }
+    digests = {}
+    bank_path = None
+    if model == "patchcore":
+        bank_path = out / "memory_bank.npz"
+        save_npz_atomic(bank_path, bundle.model.artifacts())
+        digests["memory_bank.npz"] = sha256(bank_path)
+    ok, why = tensorrt_available()
+    plan_path = None
+    if ok:  # pragma: no cover - GPU only
+        import tensorrt as trt
+
+        plan_path = out / "model.plan"
+        write_bytes_atomic(plan_path, build_engine(graph, size, fp16, workspace, use_dla, max_batch))
+        engine.update(
+            plan="model.plan",
+            plan_sha256=sha256(plan_path),
+            fp16=fp16,
+            workspace_mb=workspace,
+            use_dla=use_dla,
+            max_batch=max_batch,
+            tensorrt=trt.__version__,
+        )
+        message = f"wrote {out / 'model.onnx'} and {plan_path} (TensorRT {trt.__version__}, fp16={fp16})"
+    else:
+        message = f"wrote {out / 'model.onnx'}; no TensorRT engine: {why}. The ONNX file runs with ONNX Runtime."
+    meta = _engine_meta(bundle, Path(weights_pth), engine)
+    meta["memory_bank"] = "memory_bank.npz" if model == "patchcore" else meta.get("memory_bank")
+    if meta["memory_bank"] is None:
+        meta.pop("memory_bank")
+    meta["sha256"] = digests
+    write_json_atomic(out / "meta.json", meta)
+    return ConvertResult(out / "model.onnx", plan_path, out / "meta.json", bank_path, simplified, message)

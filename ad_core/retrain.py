@@ -1,0 +1,170 @@
+"""Retraining on new normal images (seed ``retrain.py``; runs on the PC or the Jetson).
+
+* PatchCore rebuilds its memory bank from the new images, or with ``load_bank`` keeps the old bank
+  and adds a coreset of the new patch features (:meth:`PatchCore.update`).
+* PaDiM refits its Gaussian, or with ``load_stats`` merges the new images into the old mean and
+  covariance exactly (:meth:`Padim.update`).
+* EfficientAD and VAE fine-tune from the given weights.
+
+The original bundle is never touched: ``out_dir`` gets ``model.pth``, the array file and its own
+meta.json. When the category has test images of both classes the raw score statistics
+(automatic threshold, min, max) are refreshed on them; otherwise they are inherited and meta.json
+says so.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ad_core.bundle import bundle_dir, load_bundle
+from ad_core.data.layout import resolve_category
+from ad_core.errors import ConfigError
+from ad_core.fileio import load_npz, sha256, write_bytes_atomic, write_json_atomic
+from ad_core.models import FitConfig
+from ad_core.scoring import best_f1_threshold, image_auroc
+from ad_core.train import history_csv, split_train_val, versions, write_bundle
+
+MERGE_FLAGS = {"patchcore": "load_bank", "padim": "load_stats"}
+
+
+def _move_into(staging: Path, out: Path) -> None:
+    """Replace files in ``out`` by those in ``staging``; meta.json last, so a crash leaves a detectable mix."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == "meta.json")
+    for src in files:
+        dst = out / src.relative_to(staging)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+
+def retrain(
+    model: str,
+    pretrained_pth: str | Path,
+    meta_json: str | Path,
+    category: str,
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    batch_size: int = 8,
+    load_bank: str | Path | None = None,
+    load_stats: str | Path | None = None,
+    log: bool = True,
+    num_workers: int = 0,
+    seed: int = 0,
+    patience: int = 5,
+    stop: threading.Event | None = None,
+) -> Path:
+    """Retrain a bundle on ``data_root/train/<category>`` into ``out_dir``; return ``out_dir``.
+
+    Args:
+        model: ``patchcore``, ``padim``, ``efficientad`` or ``vae``; must match meta.json.
+        pretrained_pth: the weights to start from (``model.pth``).
+        meta_json: the bundle's meta.json (left untouched).
+        category: category folder of the new images.
+        data_root: data root holding it (seed or MVTec layout); its test split, when present,
+            refreshes the raw score statistics.
+        out_dir: where the retrained bundle goes; must not be the folder of ``meta_json``.
+        epochs: fine-tuning epochs (EfficientAD, VAE).
+        batch_size: images per batch (EfficientAD trains with batch 1 regardless, as in the paper).
+        load_bank: PatchCore: the bank to extend (else the bank is rebuilt from the new images).
+        load_stats: PaDiM: the statistics to merge with (else refit on the new images).
+        log: progress bars and ``out_dir/logs/``.
+        num_workers: image loading processes.
+        seed: random seed.
+        patience: early-stopping patience of fine-tuning, in epochs.
+        stop: set it to stop (from another thread).
+    """
+    for flag, value in (("load_bank", load_bank), ("load_stats", load_stats)):
+        if value is not None and MERGE_FLAGS.get(model) != flag:
+            owner = "PatchCore" if flag == "load_bank" else "PaDiM"
+            raise ConfigError(f"--{flag} is for {owner} only; this is {model}")
+    meta_path = bundle_dir(meta_json) / "meta.json"
+    out = Path(out_dir)
+    if out.resolve() == meta_path.parent.resolve():
+        raise ConfigError(
+            f"--out_dir {out} is the folder of --meta_json: retrain never overwrites the original bundle; "
+            f"choose another folder (the seed uses <model>/retrained)"
+        )
+    merge_file = load_bank if load_bank is not None else load_stats
+    bundle = load_bundle(meta_path, weights=pretrained_pth, arrays=merge_file, model=model)
+    ad_model = bundle.model
+    previous = None
+    if merge_file is not None:
+        previous = load_npz(merge_file)
+        if model == "padim" and "n_samples" not in previous and "train_images" in bundle.meta:
+            previous["n_samples"] = np.asarray(bundle.meta["train_images"])  # stats.npz without the count
+    data = resolve_category(data_root, category)
+    torch.manual_seed(seed)
+    cfg = FitConfig(batch_size, num_workers, epochs, patience, seed, progress=log)
+    if stop is not None:
+        cfg.stop = stop
+    if ad_model.name in MERGE_FLAGS:
+        train_paths, val_paths = list(data.train), []
+    else:
+        train_paths, val_paths = split_train_val(list(data.train), 0.1, seed)
+    info = ad_model.update(train_paths, val_paths, cfg, previous)
+    history = info.pop("history", [])
+
+    meta: dict[str, Any] = {k: v for k, v in bundle.meta.items() if k not in ("sha256", "engine")}
+    refreshed = _refresh_statistics(ad_model, data, batch_size, num_workers, log)
+    if refreshed is None:
+        meta["threshold_source"] = f"inherited:{bundle.meta.get('threshold_source', 'unknown')}"
+    else:
+        meta.update(refreshed.pop("meta"))
+    meta.update(
+        created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        versions=versions(),
+        retrain={
+            "from_meta_json": str(meta_path.resolve()),
+            "from_weights": str(Path(pretrained_pth).resolve()),
+            "from_weights_sha256": sha256(pretrained_pth),
+            "merged_with": str(Path(merge_file).resolve()) if merge_file is not None else None,
+            "category": category,
+            "data_root": str(data.data_root.resolve()),
+            "new_images": len(train_paths) + len(val_paths),
+            "epochs": epochs,
+            **{k: v for k, v in info.items() if isinstance(v, int | float | str)},
+            **(refreshed or {}),
+        },
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        write_bundle(ad_model, staging, meta)
+        if log:
+            write_bytes_atomic(staging / "logs" / "history.csv", history_csv(history))
+            write_json_atomic(staging / "logs" / "retrain.json", {"fit": info, "history": history})
+        _move_into(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _refresh_statistics(ad_model, data, batch_size: int, num_workers: int, progress: bool) -> dict | None:
+    """Best-F1 threshold, raw min/max and AUROC on the test split, or None without both classes."""
+    labels = np.array([s.label for s in data.test])
+    if len(labels) == 0 or labels.min() == labels.max():
+        return None
+    scores, _ = ad_model.score_paths([s.path for s in data.test], batch_size, num_workers, progress, "test scores")
+    f1 = best_f1_threshold(labels, scores)
+    return {
+        "meta": {
+            "image_threshold_auto": f1["threshold"],
+            "raw_image_min": float(scores.min()),
+            "raw_image_max": float(scores.max()),
+            "threshold_source": "test_f1",
+        },
+        "test_image_auroc": image_auroc(labels, scores),
+        "test_image_f1": f1["f1"],
+        "test_images": len(labels),
+    }
