@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ad_core.errors import BundleError
+from ad_core.errors import BundleError, ConfigError
 from ad_core.fileio import load_npz, sha256, write_json_atomic
 from ad_core.models import AnomalyModel, get_spec
 from ad_core.preprocessing import Preprocess
@@ -29,6 +29,21 @@ def bundle_dir(path: str | Path) -> Path:
     if (path / "meta.json").is_file():
         return path
     raise BundleError(f"{path}: no meta.json found (expected {path / 'pytorch' / 'meta.json'} or {path / 'meta.json'})")
+
+
+def separate_out_dir(meta_json: str | Path, out_dir: str | Path, seed_name: str) -> tuple[Path, Path]:
+    """``(meta.json path, out_dir)``, refusing an ``out_dir`` that is the bundle's own folder.
+
+    ``seed_name`` is the folder the seed uses for this output (``retrained``, ``engine``).
+    """
+    meta_path = bundle_dir(meta_json) / "meta.json"
+    out = Path(out_dir)
+    if out.resolve() == meta_path.parent.resolve():
+        raise ConfigError(
+            f"--out_dir {out} is the folder of --meta_json: the original bundle is never overwritten; "
+            f"choose another folder (the seed uses <model>/{seed_name})"
+        )
+    return meta_path, out
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:

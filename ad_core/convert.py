@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ad_core.bundle import Bundle, bundle_dir, load_bundle
+from ad_core.bundle import Bundle, load_bundle, separate_out_dir
 from ad_core.errors import ConfigError, ExportError
 from ad_core.export import onnx_bytes
 from ad_core.fileio import save_npz_atomic, sha256, write_bytes_atomic, write_json_atomic
@@ -172,12 +172,7 @@ def convtrt(
         raise ConfigError(f"--opset {opset}: use 17 or 18 (TensorRT 10 on JetPack 6)")
     if workspace <= 0:
         raise ConfigError(f"--workspace {workspace}: give the TensorRT workspace in MiB, e.g. 4096")
-    meta_path = bundle_dir(meta_json) / "meta.json"
-    out = Path(out_dir)
-    if out.resolve() == meta_path.parent.resolve():
-        raise ConfigError(
-            f"--out_dir {out} is the folder of --meta_json: choose another folder (the seed uses engine/)"
-        )
+    meta_path, out = separate_out_dir(meta_json, out_dir, "engine")
     bundle = load_bundle(meta_path, weights=weights_pth, arrays=memory_bank or stats, model=model)
     size = int(bundle.meta["image_size"])
     graph, simplified = simplify(onnx_bytes(bundle, opset), size)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ad_core.bundle import bundle_dir, load_bundle
+from ad_core.bundle import load_bundle, separate_out_dir
 from ad_core.data.layout import resolve_category
 from ad_core.errors import ConfigError
 from ad_core.fileio import load_npz, sha256, write_bytes_atomic, write_json_atomic
@@ -88,13 +88,7 @@ def retrain(
         if value is not None and MERGE_FLAGS.get(model) != flag:
             owner = "PatchCore" if flag == "load_bank" else "PaDiM"
             raise ConfigError(f"--{flag} is for {owner} only; this is {model}")
-    meta_path = bundle_dir(meta_json) / "meta.json"
-    out = Path(out_dir)
-    if out.resolve() == meta_path.parent.resolve():
-        raise ConfigError(
-            f"--out_dir {out} is the folder of --meta_json: retrain never overwrites the original bundle; "
-            f"choose another folder (the seed uses <model>/retrained)"
-        )
+    meta_path, out = separate_out_dir(meta_json, out_dir, "retrained")
     merge_file = load_bank if load_bank is not None else load_stats
     bundle = load_bundle(meta_path, weights=pretrained_pth, arrays=merge_file, model=model)
     ad_model = bundle.model
