@@ -21,11 +21,13 @@ from pathlib import Path
 
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ad_core.bundle import Bundle
 from ad_core.errors import BundleError
 from ad_core.fileio import write_bytes_atomic
+from ad_core.filters import blur, gaussian_kernel
 
 META_PREFIX = "ad_inspect."
 EMBEDDING_OUTPUT = "embedding"
@@ -65,6 +67,26 @@ class ScoreGraph(nn.Module):
         return out.pred_score.reshape(-1), out.anomaly_map
 
 
+class PadimGraph(nn.Module):
+    """anomalib's PaDiM scoring with the map's 33x33 Gaussian blur done as two 1-D passes (same numbers)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        sigma = 4  # anomalib's PaDiM AnomalyMapGenerator default
+        self.register_buffer("kernel", gaussian_kernel(sigma), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw scores ``(B,)`` and maps ``(B, 1, S, S)``."""
+        m = self.module
+        embedding = m.generate_embedding(m.feature_extractor(image))
+        stats = [m.gaussian.mean, m.gaussian.inv_covariance]
+        distance = m.anomaly_map_generator.compute_distance(embedding, stats)
+        upsampled = F.interpolate(distance, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        anomaly_map = blur(upsampled, self.kernel)
+        return anomaly_map.amax(dim=(-2, -1)).reshape(-1), anomaly_map
+
+
 class EmbeddingGraph(nn.Module):
     """Image -> PatchCore patch embeddings ``(B, D, h, w)`` (anomalib's feature path)."""
 
@@ -83,8 +105,8 @@ class EmbeddingGraph(nn.Module):
 def scoring_graph(bundle: Bundle) -> nn.Module:
     """The torch module that is exported (and run by the torch backend), in eval mode."""
     module = bundle.model.module
-    graph = EmbeddingGraph(module) if bundle.meta["model"] == "patchcore" else ScoreGraph(module)
-    return graph.eval()
+    graphs = {"patchcore": EmbeddingGraph, "padim": PadimGraph}
+    return graphs.get(bundle.meta["model"], ScoreGraph)(module).eval()
 
 
 def graph_kind(bundle: Bundle) -> str:

@@ -58,7 +58,7 @@ def predict(
         batch_size: images per forward pass.
     """
     scorer = open_scorer(run, backend="torch")
-    thr = scorer.bundle.image_threshold if threshold is None else float(threshold)
+    thr = scorer.image_threshold if threshold is None else float(threshold)
     if not 0.0 <= thr <= 1.0:
         raise DataError(f"--threshold {thr}: the normalised threshold must be between 0 and 1")
     results: list[Prediction] = []

@@ -147,3 +147,22 @@ def test_retrain_and_convtrt_refuse_bad_flags(trained, sample_root, tmp_path):
         convtrt("vae", b / "model.pth", b / "meta.json", tmp_path / "e", stats=b / "stats.npz")
     assert sha256(b / "meta.json") == before
     assert not (tmp_path / "e" / "model.onnx").exists()
+
+
+def test_infer_reads_pth_and_bundle_folder_alike(engines, trained, sample_root, tmp_path):
+    """The same images through .onnx (ONNX Runtime), .pth and a run folder (PyTorch) score alike."""
+    normal = sample_root / "test" / "Sample_brick" / "normal"
+    bundle = trained("padim") / "pytorch"
+    by_onnx = infer("padim", engines["padim"], normal, out=tmp_path / "a.csv", progress=False)
+    by_pth = infer("padim", bundle / "model.pth", normal, out=tmp_path / "b.csv", progress=False)
+    by_run = infer("padim", trained("padim"), normal, backend="torch", out=tmp_path / "c.csv", progress=False)
+    assert (by_onnx.backend, by_pth.backend, by_run.backend) == ("onnxruntime", "torch", "torch")
+    raw = [np.array([r["raw_score"] for r in rep.rows]) for rep in (by_onnx, by_pth, by_run)]
+    np.testing.assert_allclose(raw[1], raw[0], rtol=1e-4)
+    np.testing.assert_array_equal(raw[1], raw[2])
+
+
+def test_engine_folder_opens_its_graph(engines):
+    """A convtrt output folder can be given as is: its plan where TensorRT runs, else its ONNX."""
+    scorer = open_scorer(engines["patchcore"].parent)
+    assert scorer.source.name in ("model.onnx", "model.plan") and scorer.model == "patchcore"

@@ -15,20 +15,7 @@ import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from torch import nn
 
-
-def gaussian_kernel(sigma: float, channels: int) -> torch.Tensor:
-    """A normalised 2-D Gaussian of width ``2 * ceil(4 sigma) + 1`` per channel, ``(C, 1, k, k)``."""
-    radius = int(4 * sigma + 0.999)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    g = torch.exp(-(t**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None].repeat(channels, 1, 1, 1).contiguous()
-
-
-def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Depthwise Gaussian blur with reflect padding (same size out); ``kernel`` is ``(C, 1, k, k)``."""
-    pad = kernel.shape[-1] // 2
-    return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="reflect"), kernel, groups=kernel.shape[0])
+from ad_core.filters import blur, gaussian_kernel
 
 
 class VAEModel(nn.Module):
