@@ -24,7 +24,6 @@ test: lint
 	$(VENV)/bin/pytest
 
 bench: setup
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) bench/bench_patchcore.py
 	$(PY) bench/bench_latency.py
 

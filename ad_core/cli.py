@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--threshold", type=float, default=None, help="raw score threshold (seed -t)")
     p.add_argument("--norm_threshold", type=float, default=None, help="normalised threshold 0-1 instead of -t")
     p.add_argument("--meta_json", default=None, help="meta.json when it is not beside the engine")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt", "torch"), default=None, help="force a backend")
+    p.add_argument(
+        "--backend", choices=("onnxruntime", "openvino", "tensorrt", "torch"), default=None, help="force a backend"
+    )
     p.add_argument("-o", "--out", default=None, help="CSV path (default result_<model>.csv here)")
 
     p = sub.add_parser("data", help="datasets: the bundled sample, VisA download and split")

@@ -150,16 +150,19 @@ def test_retrain_and_convtrt_refuse_bad_flags(trained, sample_root, tmp_path):
 
 
 def test_infer_reads_pth_and_bundle_folder_alike(engines, trained, sample_root, tmp_path):
-    """The same images through .onnx (ONNX Runtime), .pth and a run folder (PyTorch) score alike."""
+    """The same images through .onnx (ONNX Runtime, OpenVINO), .pth and a run folder (PyTorch) score alike."""
     normal = sample_root / "test" / "Sample_brick" / "normal"
     bundle = trained("padim") / "pytorch"
     by_onnx = infer("padim", engines["padim"], normal, out=tmp_path / "a.csv", progress=False)
     by_pth = infer("padim", bundle / "model.pth", normal, out=tmp_path / "b.csv", progress=False)
     by_run = infer("padim", trained("padim"), normal, backend="torch", out=tmp_path / "c.csv", progress=False)
-    assert (by_onnx.backend, by_pth.backend, by_run.backend) == ("onnxruntime", "torch", "torch")
-    raw = [np.array([r["raw_score"] for r in rep.rows]) for rep in (by_onnx, by_pth, by_run)]
+    by_ov = infer("padim", engines["padim"], normal, backend="openvino", out=tmp_path / "d.csv", progress=False)
+    reports = (by_onnx, by_pth, by_run, by_ov)
+    assert [r.backend for r in reports] == ["onnxruntime", "torch", "torch", "openvino"]
+    raw = [np.array([r["raw_score"] for r in rep.rows]) for rep in reports]
     np.testing.assert_allclose(raw[1], raw[0], rtol=1e-4)
     np.testing.assert_array_equal(raw[1], raw[2])
+    np.testing.assert_allclose(raw[3], raw[0], rtol=1e-4)
 
 
 def test_engine_folder_opens_its_graph(engines):

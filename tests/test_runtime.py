@@ -37,7 +37,7 @@ def test_onnxruntime_matches_torch_model(model, evaluated, images, tmp_path):
     reference = bundle.model.predict(torch.stack([bundle.preprocess(im) for im in images]))
     ref_raw = reference.pred_score.numpy()
     ref_norm = bundle.normalize(ref_raw)
-    for backend, kwargs in (("onnxruntime", {"onnx_path": path}), ("torch", {})):
+    for backend, kwargs in (("onnxruntime", {"onnx_path": path}), ("openvino", {}), ("torch", {})):
         out = open_scorer(bundle, backend, **kwargs)(images)
         np.testing.assert_allclose(out.raw_score, ref_raw, rtol=RTOL)
         np.testing.assert_array_equal(out.is_anomaly, ref_norm >= bundle.image_threshold)
