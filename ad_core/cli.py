@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend", choices=("onnxruntime", "openvino", "tensorrt", "torch"), default=None, help="force a backend"
     )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: faster OpenVINO on CPUs with AVX512-BF16/AMX, scores within ~1%% (default fp32)",
+    )
     p.add_argument("-o", "--out", default=None, help="CSV path (default result_<model>.csv here)")
 
     p = sub.add_parser("data", help="datasets: the bundled sample, VisA download and split")
@@ -285,6 +291,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         meta_json=args.meta_json,
         backend=args.backend,
         out=args.out,
+        precision=args.precision,
     )
     print(report.summary())
     return 0

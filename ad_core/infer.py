@@ -82,6 +82,7 @@ def infer(
     backend: str | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> InferReport:
     """Score ``data`` (an image or a folder) with ``engine`` and write ``result_<model>.csv``.
 
@@ -97,6 +98,7 @@ def infer(
         backend: force a backend for a bundle folder.
         out: CSV path (default ``result_<model>.csv`` in the current folder).
         progress: show a progress bar.
+        precision: ``"bf16"`` for OpenVINO's faster reduced precision (see :func:`open_scorer`).
     """
     if threshold is not None and norm_threshold is not None:
         raise ConfigError("give either -t/--threshold (raw) or --norm_threshold (0-1), not both")
@@ -106,7 +108,13 @@ def infer(
         raise ConfigError(f"-t/--threshold {threshold}: give a finite raw score")
     paths = expand_inputs([data])
     scorer = open_scorer(
-        engine, backend, memory_bank=memory_bank, meta_json=meta_json, model=model, image_size=image_size
+        engine,
+        backend,
+        memory_bank=memory_bank,
+        meta_json=meta_json,
+        model=model,
+        image_size=image_size,
+        precision=precision,
     )
     if threshold is not None:
         raw_thr, source = float(threshold), "raw, from -t/--threshold"
@@ -115,7 +123,8 @@ def infer(
         norm_thr = scorer.image_threshold if norm_threshold is None else float(norm_threshold)
         source = "normalised, from --norm_threshold" if norm_threshold is not None else "normalised, meta.json"
         raw_thr = scorer.raw_threshold(norm_thr)
-    report = InferReport(model, scorer.backend, Path(out) if out else Path(f"result_{model}.csv"))
+    backend_name = scorer.backend if precision == "fp32" else f"{scorer.backend} ({precision})"
+    report = InferReport(model, backend_name, Path(out) if out else Path(f"result_{model}.csv"))
     report.raw_threshold, report.norm_threshold, report.threshold_source = raw_thr, norm_thr, source
     warmed = False
     for path in tqdm(paths, desc=f"{model} inference", disable=not progress, leave=False):

@@ -4,7 +4,8 @@ For each model, on the same images (one at a time, as a camera delivers them, fr
 RGB uint8 image to score + map) this measures:
 
 * ``ours``: ``ad_core.runtime.open_scorer(run)`` (ONNX Runtime; PatchCore's bank searched by FAISS);
-* ``ours openvino``: the same graph on our OpenVINO backend (f32, so scores match the other backends);
+* ``ours openvino``: the same graph on our OpenVINO backend (f32, so scores match the other backends),
+  and with ``precision="bf16"`` (opt-in, scores within about 1 %);
 * ``anomalib torch``: anomalib's Lightning module (pre-processor, torch model, post-processor) holding
   the same trained torch model, called as anomalib's ``TorchInferencer`` does;
 * ``anomalib onnx``: anomalib's own ``to_onnx`` export of that module, run in ONNX Runtime;
@@ -143,7 +144,9 @@ def bench_model(model: str, tmp: Path, category: str, images: list[np.ndarray], 
     paths["ours"] = lambda i: ours([images[i % len(images)]])
     try:
         ours_ov = open_scorer(bundle, "openvino")
+        ours_bf16 = open_scorer(bundle, "openvino", precision="bf16")
         paths["ours_openvino"] = lambda i: ours_ov([images[i % len(images)]])
+        paths["ours_openvino_bf16"] = lambda i: ours_bf16([images[i % len(images)]])
     except Exception as exc:  # the bench extra brings openvino; say so when it is missing
         row["ours_openvino_error"] = str(exc)[:200]
 
@@ -219,11 +222,25 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nper-image latency, median ms, {SIZE} px, {category}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
     )
-    head = ("ours", "ours_openvino", "anomalib_torch", "anomalib_onnx", "anomalib_openvino", "network_alone")
-    print(f"{'model':<12}" + "".join(f"{h:>19}" for h in head) + f"{'torch/ours':>12}{'ours/network':>14}")
+    head = (
+        "ours",
+        "ours_openvino",
+        "ours_openvino_bf16",
+        "anomalib_torch",
+        "anomalib_onnx",
+        "anomalib_openvino",
+        "network_alone",
+    )
+    print(
+        f"{'model':<12}"
+        + "".join(f"{h:>19}" for h in head)
+        + f"{'torch/ours':>12}{'ours/network':>14}{'torch/bf16':>12}"
+    )
     for r in rows:
         torch_path = r.get("anomalib_torch") or r.get("torch_module")
         ratios = f"{torch_path / r['ours']:>11.2f}x{r['ours'] / r['network_alone']:>13.2f}x"
+        if r.get("ours_openvino_bf16"):
+            ratios += f"{torch_path / r['ours_openvino_bf16']:>11.2f}x"
         print(f"{r['model']:<12}" + "".join(f"{_fmt(r.get(h)):>19}" for h in head) + ratios)
         if "anomalib_batch_fixed_at" in r:
             print(

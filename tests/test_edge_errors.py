@@ -169,3 +169,20 @@ def test_engine_folder_opens_its_graph(engines):
     """A convtrt output folder can be given as is: its plan where TensorRT runs, else its ONNX."""
     scorer = open_scorer(engines["patchcore"].parent)
     assert scorer.source.name in ("model.onnx", "model.plan") and scorer.model == "patchcore"
+
+
+def test_openvino_bf16_is_an_explicit_opt_in(engines, sample_root, tmp_path):
+    """bf16 (OpenVINO) trades about 1 % of score accuracy for speed; only asked for, and only there."""
+    folder = sample_root / "test" / "Sample_brick" / "anomaly"
+    exact = infer("padim", engines["padim"], folder, out=tmp_path / "a.csv", progress=False)
+    fast = infer(
+        "padim", engines["padim"], folder, backend="openvino", precision="bf16", out=tmp_path / "b.csv", progress=False
+    )
+    assert fast.backend == "openvino (bf16)"
+    a = np.array([r["raw_score"] for r in exact.rows])
+    b = np.array([r["raw_score"] for r in fast.rows])
+    np.testing.assert_allclose(b, a, rtol=3e-2)
+    with pytest.raises(BundleError, match="precision bf16 is an OpenVINO option"):
+        open_scorer(engines["padim"], precision="bf16")
+    with pytest.raises(BundleError, match="choose one of fp32, bf16"):
+        open_scorer(engines["padim"], backend="openvino", precision="int4")
