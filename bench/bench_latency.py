@@ -215,10 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     from ad_core.data.images import read_image
 
     torch.set_num_threads(os.cpu_count() or 1)
+    here = Path.cwd()
     with tempfile.TemporaryDirectory() as d:
+        os.chdir(d)  # anomalib's OpenVINOInferencer writes an openvino_cache/ folder into the cwd
         tmp, category, test = _data(Path(d))
         images = [read_image(p) for p in test[:20]]
         rows = [bench_model(m, tmp, category, images, args.n) for m in args.models]
+        os.chdir(here)
     print(
         f"\nper-image latency, median ms, {SIZE} px, {category}, {os.cpu_count()} CPU threads, torch {torch.__version__}"
     )
