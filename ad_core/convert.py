@@ -211,9 +211,8 @@ def convtrt(
     else:
         message = f"wrote {out / 'model.onnx'}; no TensorRT engine: {why}. The ONNX file runs with ONNX Runtime."
     meta = _engine_meta(bundle, Path(weights_pth), engine)
-    meta["memory_bank"] = "memory_bank.npz" if model == "patchcore" else meta.get("memory_bank")
-    if meta["memory_bank"] is None:
-        meta.pop("memory_bank")
+    if model == "patchcore":
+        meta["memory_bank"] = "memory_bank.npz"  # the copy beside the engine
     meta["sha256"] = digests
     write_json_atomic(out / "meta.json", meta)
     return ConvertResult(out / "model.onnx", plan_path, out / "meta.json", bank_path, simplified, message)
