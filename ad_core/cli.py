@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ad_core.errors import ADCoreError
+from ad_core.errors import ADCoreError, ConfigError
 
 MODEL_NAMES = ("patchcore", "padim", "efficientad", "vae")
 TRAIN_OPTIONS = ("epochs", "patience", "seed", "num_workers", "val_fraction", "weights", "allow_download")
+FETCHABLE = "models:/NAME/VERSION from the MLflow registry also works"
 
 
-def _add_hparam_flags(p: argparse.ArgumentParser) -> None:
+def _add_hparam_flags(
+    p: argparse.ArgumentParser, title: str = "hyperparameters (each model takes its own; see `ad-core models`)"
+) -> None:
     from ad_core.models import get_spec, list_models
 
     seen: dict[str, Any] = {}
     for name in list_models():
         for param in get_spec(name).all_params():
             seen.setdefault(param.name, param)
-    group = p.add_argument_group("hyperparameters (each model takes its own; see `ad-core models`)")
+    group = p.add_argument_group(title)
     for param in seen.values():
         group.add_argument(
             f"--{param.name}",
@@ -31,6 +36,17 @@ def _add_hparam_flags(p: argparse.ArgumentParser) -> None:
             default=None,
             help=f"{param.help} (default {param.default})",
         )
+
+
+def _mlflow_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="URI",
+        help=f"{what}; URI of a tracking server or store (default ./mlruns, or $MLFLOW_TRACKING_URI)",
+    )
 
 
 def _loader_flags(p: argparse.ArgumentParser) -> None:
@@ -44,19 +60,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model on normal images into models/<Model>/<CATEGORY>/<stamp>/")
-    p.add_argument("--model", required=True, help="patchcore | padim | efficientad | vae")
-    p.add_argument("--category", required=True, help="category folder name, e.g. VisA_pipe_fryum or MVTec_bottle")
-    p.add_argument("--data_root", default="data", help="data root (seed or MVTec layout; default data)")
+    p.add_argument("--model", default=None, help="patchcore | padim | efficientad | vae (default: --params')")
+    p.add_argument("--category", default=None, help="category folder name, e.g. VisA_pipe_fryum or MVTec_bottle")
+    p.add_argument("--params", default=None, help="best_params.yaml from `ad-core tune`; flags given here win")
+    p.add_argument("--data_root", default=None, help="data root (seed or MVTec layout; default data)")
     p.add_argument("--models_root", default="models", help="where run directories go (default models)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs for trained models (EfficientAD, VAE)")
-    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--val_fraction", type=float, default=0.1, help="normal images held out for validation")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 5)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--val_fraction", type=float, default=None, help="normal images held out for validation (0.1)")
     p.add_argument("--weights", default=None, help="explicit backbone weights file (.pth or .safetensors)")
     p.add_argument("--allow_download", action="store_true", default=None, help="allow downloading weights")
     p.add_argument("--test", action="store_true", help="run the performance test right after training")
-    _loader_flags(p)
+    _mlflow_flag(p, "log parameters, losses, metrics, plots and the bundle to MLflow")
+    p.add_argument("--batch", "--batch_size", dest="batch", type=int, default=None, help="images per batch (8)")
+    p.add_argument("--num_workers", type=int, default=0, help="image loading processes (Linux only; default 0)")
     _add_hparam_flags(p)
+
+    p = sub.add_parser("tune", help="Optuna hyperparameter search; writes <run>/param/best_params.yaml")
+    p.add_argument("--model", required=True, choices=MODEL_NAMES, help="patchcore | padim | efficientad | vae")
+    p.add_argument("--category", required=True, help="category with normal and anomalous test images")
+    p.add_argument("--data_root", default="data", help="data root (default data)")
+    p.add_argument("--models_root", default="models", help="where run directories go (default models)")
+    p.add_argument("--trials", type=int, default=20, help="finished trials the study should hold (default 20)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--search_space", default=None, help="YAML search space (default: the seed 001 table)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL or journal:FILE (default <category>/optuna.db)")
+    p.add_argument("--study", default=None, help="study name (default <model>-<category>)")
+    p.add_argument("--metric", choices=("auroc", "f1"), default="auroc", help="objective; the other breaks ties")
+    p.add_argument("--run_dir", default=None, help="run directory for param/ (default: a new one, kept on resume)")
+    p.add_argument("--no_prune", action="store_true", help="never prune trials of trained models")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial (EfficientAD, VAE)")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of every trial (default 0)")
+    p.add_argument("--val_fraction", type=float, default=0.1, help="normal images held out for validation")
+    p.add_argument("--allow_download", action="store_true", default=None, help="allow backbones that need a download")
+    _mlflow_flag(p, "log each trial as a nested MLflow run")
+    _loader_flags(p)
+    _add_hparam_flags(p, "fixed hyperparameters (every trial uses them; e.g. --image_size 128)")
+
+    p = sub.add_parser("register", help="register a run's bundle in the MLflow model registry")
+    p.add_argument("--run", required=True, help="run directory (or its pytorch/ folder)")
+    p.add_argument("--name", required=True, help="registered model name, e.g. bottle_patchcore")
+    _mlflow_flag(p, "tracking store (default ./mlruns)")
 
     p = sub.add_parser("test", help="performance test: AUROC, best F1, automatic threshold, pictures")
     p.add_argument("--run", required=True, help="run directory (or its pytorch/ folder)")
@@ -69,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write results here instead of <run>/test_result",
     )
     p.add_argument("--no_images", action="store_true", help="skip per-image overlays")
+    _mlflow_flag(p, "log metrics, plots and predictions to MLflow (the training's run when known)")
     _loader_flags(p)
 
     p = sub.add_parser("predict", help="score images or folders with a trained run")
@@ -94,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load_stats", default=None, help="PaDiM: merge with this stats.npz instead of refitting")
     p.add_argument("--log", choices=("on", "off"), default="on", help="progress and out_dir/logs (default on)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _mlflow_flag(p, f"registry to fetch models:/ URIs from ({FETCHABLE} for the file flags)")
 
     p = sub.add_parser("convtrt", help="export ONNX and build a TensorRT engine (seed convtrt.py flags)")
     p.add_argument("--model", required=True, choices=MODEL_NAMES, help="patchcore | padim | efficientad | vae")
@@ -107,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out_dir", required=True, help="output folder, e.g. models/PatchCore/engine")
     p.add_argument("--use_dla", action="store_true", help="build for the DLA (not on Jetson Orin Nano)")
     p.add_argument("--max_batch", type=int, default=8, help="largest batch the engine accepts (default 8)")
+    _mlflow_flag(p, f"registry to fetch models:/ URIs from ({FETCHABLE} for the file flags)")
 
     p = sub.add_parser("infer", help="score an image or folder with an engine; writes result_<model>.csv")
     p.add_argument("model", choices=MODEL_NAMES, help="the model the engine holds")
@@ -127,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bf16: faster OpenVINO on CPUs with AVX512-BF16/AMX, scores within ~1%% (default fp32)",
     )
     p.add_argument("-o", "--out", default=None, help="CSV path (default result_<model>.csv here)")
+    _mlflow_flag(p, f"registry to fetch models:/ URIs from ({FETCHABLE} for -e)")
 
     p = sub.add_parser("data", help="datasets: the bundled sample, VisA download and split")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -158,24 +208,124 @@ def _hparams(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
+TRAIN_DEFAULTS = {"seed": 0, "patience": 5, "val_fraction": 0.1, "batch_size": 8}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from ad_core.evaluate import evaluate
     from ad_core.train import train
 
+    hparams, options = _hparams(args), {k: getattr(args, k) for k in TRAIN_OPTIONS}
+    options["batch_size"] = args.batch
+    model, category, data_root, run_dir = args.model, args.category, args.data_root, None
+    if args.params:
+        from ad_core.tune import load_best_params
+
+        best = load_best_params(args.params)
+        for flag, mine, theirs in (("--model", model, best.model), ("--category", category, best.category)):
+            if mine is not None and theirs and mine.lower() != theirs.lower():
+                raise ConfigError(f"{flag} {mine} contradicts --params {args.params} ({theirs})")
+        model, category = model or best.model, category or best.category
+        data_root = data_root or best.data_root
+        hparams = {**best.hparams, **hparams}
+        options = {**options, **{k: v for k, v in best.train.items() if options.get(k) is None}}
+        run_dir = best.run_dir
+    if not model or not category:
+        raise ConfigError("train needs --model and --category (or --params best_params.yaml from `ad-core tune`)")
+    options = {k: (TRAIN_DEFAULTS.get(k) if v is None else v) for k, v in options.items()}
     run = train(
+        model,
+        category,
+        data_root or "data",
+        args.models_root,
+        run_dir=run_dir,
+        mlflow=args.mlflow,
+        **options,
+        **hparams,
+    )
+    print(f"run directory: {run}")
+    if args.test:
+        _print_report(evaluate(run, batch_size=options["batch_size"], num_workers=args.num_workers, mlflow=args.mlflow))
+    else:
+        print(f"next: ad-core test --run {run}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from ad_core.models import TrainingStopped
+
+    stop = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("stopping the current trial (Ctrl-C again to abort at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = _run_tune(args, stop)
+    except TrainingStopped:
+        result = None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop.is_set() or result is None:
+        print("interrupted: finished trials are kept in the study; run the same command to resume", file=sys.stderr)
+        return 130
+    print(
+        f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed trial(s) "
+        f"in study {result.study_name!r}"
+    )
+    if result.best_params is None:
+        print("no trial finished yet: run the same command again to continue the study")
+        return 1
+    print(f"best: trial {result.best_trial}, {args.metric} {result.best_value:.4f}: {result.best_params}")
+    print(f"files: {result.run_dir / 'param'}")
+    print(f"next: ad-core train --params {result.files['best_params']}")
+    return 0
+
+
+def _run_tune(args: argparse.Namespace, stop: threading.Event):
+    from ad_core.tune import tune
+
+    return tune(
         args.model,
         args.category,
         args.data_root,
         args.models_root,
+        trials=args.trials,
+        timeout=args.timeout,
+        search_space=args.search_space,
+        storage=args.storage,
+        study=args.study,
+        metric=args.metric,
+        run_dir=args.run_dir,
+        seed=args.seed,
+        epochs=args.epochs,
+        patience=args.patience,
+        val_fraction=args.val_fraction,
         batch_size=args.batch,
-        **{k: getattr(args, k) for k in TRAIN_OPTIONS},
+        num_workers=args.num_workers,
+        allow_download=args.allow_download,
+        pruner=_no_pruner() if args.no_prune else None,
+        mlflow=args.mlflow,
+        stop=stop,
         **_hparams(args),
     )
-    print(f"run directory: {run}")
-    if args.test:
-        _print_report(evaluate(run, batch_size=args.batch, num_workers=args.num_workers))
-    else:
-        print(f"next: ad-core test --run {run}")
+
+
+def _no_pruner():
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from ad_core.tracking import register
+
+    info = register(args.run, args.name, args.mlflow)
+    print(f"registered {info['name']} version {info['version']}: {info['uri']}")
+    print(f"fetch it with e.g. ad-core infer <model> -e {info['uri']} -d <images>")
     return 0
 
 
@@ -379,6 +529,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": _cmd_train,
+    "tune": _cmd_tune,
+    "register": _cmd_register,
     "predict": _cmd_predict,
     "retrain": _cmd_retrain,
     "convtrt": _cmd_convtrt,
@@ -389,6 +541,35 @@ COMMANDS = {
 }
 
 
+# flags that may name a registered bundle (models:/NAME/VERSION) and the file each one means in it
+MODEL_URI_FLAGS = {
+    "retrain": {
+        "pretrained_pth": "model.pth",
+        "meta_json": "meta.json",
+        "load_bank": "memory_bank.npz",
+        "load_stats": "stats.npz",
+    },
+    "convtrt": {
+        "weights_pth": "model.pth",
+        "meta_json": "meta.json",
+        "memory_bank": "memory_bank.npz",
+        "stats": "stats.npz",
+    },
+    "infer": {"engine": "", "memory_bank": "memory_bank.npz", "meta_json": "meta.json"},
+}
+
+
+def _fetch_model_uris(args: argparse.Namespace) -> None:
+    """Replace ``models:/...`` flag values by the files of the bundle fetched from the MLflow registry."""
+    flags = MODEL_URI_FLAGS.get(args.command, {})
+    if not any(str(getattr(args, k, "") or "").startswith("models:/") for k in flags):
+        return
+    from ad_core.tracking import resolve_path
+
+    for key, filename in flags.items():
+        setattr(args, key, resolve_path(getattr(args, key), filename, args.mlflow))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ad-core`` console script."""
     args = build_parser().parse_args(argv)
@@ -397,9 +578,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ad_core.evaluate import evaluate
 
             _print_report(
-                evaluate(args.run, args.data_root, args.save_path, args.batch, args.num_workers, not args.no_images)
+                evaluate(
+                    args.run,
+                    args.data_root,
+                    args.save_path,
+                    args.batch,
+                    args.num_workers,
+                    not args.no_images,
+                    mlflow=args.mlflow,
+                )
             )
             return 0
+        _fetch_model_uris(args)
         return COMMANDS[args.command](args)
     except ADCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,7 +20,16 @@ from ad_core.data.images import read_image, read_mask
 from ad_core.data.layout import resolve_category
 from ad_core.fileio import write_bytes_atomic, write_json_atomic
 from ad_core.scoring import best_f1_threshold, confusion, image_auroc, normalize
-from ad_core.viz import mask_outline, overlay, save_png, score_histogram
+from ad_core.viz import (
+    mask_outline,
+    overlay,
+    pr_curve_plot,
+    reconstruction_comparison,
+    roc_curve_plot,
+    save_png,
+    score_boxplot,
+    score_histogram,
+)
 
 MAX_PIXELS_FOR_AUROC = 20_000_000
 
@@ -68,14 +77,22 @@ def evaluate(
     num_workers: int = 0,
     save_images: bool = True,
     progress: bool = True,
+    mlflow: str | bool | None = None,
 ) -> dict[str, Any]:
     """Test a trained run on ``data/test/<CATEGORY>`` and record the automatic threshold.
 
     Writes ``predictions.csv``, ``metrics.json``, ``score_histogram.png`` and per-image overlays
     and predicted masks into ``<run>/test_result/`` (or ``save_path``, seed 003 ``--save-path``),
     replacing a previous result as a whole, and updates meta.json's ``image_threshold_auto``,
-    ``raw_image_min`` and ``raw_image_max``.
+    ``raw_image_min`` and ``raw_image_max``. The seed 004 plots (``boxplot.png``,
+    ``roc_curve.png``, ``pr_curve.png``, and for the VAE ``reconstruction_comparison.png``) go
+    beside them. With ``mlflow`` the metrics and those files are logged to MLflow, into the
+    training's run when it is in that store.
     """
+    if mlflow:
+        from ad_core.tracking import client
+
+        client(mlflow)  # an unreachable store fails here, before anything is written
     bundle = load_bundle(run)
     meta = dict(bundle.meta)
     data = resolve_category(data_root or meta.get("data_root", "data"), meta["category"], require_test=True)
@@ -102,6 +119,7 @@ def evaluate(
         "image_threshold": image_threshold,
         "confusion": confusion(labels, predictions),
         "pixel_auroc": pixel_auroc(maps, [s.mask for s in samples]) if data.has_masks else None,
+        "score_stats": score_stats(scores, labels),
     }
     rows = [
         {
@@ -119,13 +137,7 @@ def evaluate(
     try:
         write_bytes_atomic(staging / "predictions.csv", _predictions_csv(rows))
         write_json_atomic(staging / "metrics.json", report)
-        score_histogram(
-            scores,
-            labels,
-            threshold_raw,
-            staging / "score_histogram.png",
-            f"{meta['model']} / {meta['category']}: AUROC {report['image_auroc']:.3f}",
-        )
+        _save_plots(staging, bundle, samples, scores, labels, threshold_raw, report)
         if save_images:
             norm_maps = normalize(maps, threshold_raw, raw_min, raw_max)
             _save_pictures(staging, samples, norm_maps, image_threshold, progress)
@@ -148,4 +160,54 @@ def evaluate(
     )
     write_meta(bundle.path, meta)
     report["output"] = str(out)
+    if mlflow:
+        from ad_core.tracking import log_test
+
+        report["mlflow"] = log_test(report, meta, bundle.path, mlflow)
+        if not meta.get("mlflow"):
+            meta["mlflow"] = report["mlflow"]
+            write_meta(bundle.path, meta)
     return report
+
+
+def score_stats(scores: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """Mean, standard deviation, min, median and max of the raw scores per class (seed 004 metrics)."""
+    out = {}
+    for label, name in ((0, "normal"), (1, "anomaly")):
+        s = np.asarray(scores, np.float64)[np.asarray(labels) == label]
+        if s.size:
+            out[name] = {
+                "mean": float(s.mean()),
+                "std": float(s.std()),
+                "min": float(s.min()),
+                "median": float(np.median(s)),
+                "max": float(s.max()),
+            }
+    return out
+
+
+def _save_plots(out: Path, bundle, samples, scores, labels, threshold: float, report: dict[str, Any]) -> None:
+    title = f"{report['model']} / {report['category']}"
+    score_histogram(
+        scores, labels, threshold, out / "score_histogram.png", f"{title}: AUROC {report['image_auroc']:.3f}"
+    )
+    score_boxplot(scores, labels, threshold, out / "boxplot.png", f"{title}: scores per class")
+    roc_curve_plot(scores, labels, threshold, out / "roc_curve.png", f"{title}: ROC")
+    pr_curve_plot(scores, labels, threshold, out / "pr_curve.png", f"{title}: precision-recall")
+    if hasattr(bundle.model, "reconstruct"):
+        order = np.argsort(scores)
+        picks = [int(order[0]), int(order[len(order) // 2]), int(order[-1])]
+        chosen = [samples[i] for i in picks]
+        images, recons, errors = bundle.model.reconstruct([s.path for s in chosen])
+        names = [
+            f"{'anomaly' if s.label else 'normal'} {s.path.name}\nscore {scores[i]:.4g}"
+            for s, i in zip(chosen, picks, strict=True)
+        ]
+        reconstruction_comparison(
+            images,
+            recons,
+            errors,
+            names,
+            out / "reconstruction_comparison.png",
+            f"{title}: lowest, median and highest score",
+        )
