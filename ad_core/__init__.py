@@ -13,6 +13,7 @@ from ad_core.evaluate import evaluate  # noqa: E402
 from ad_core.models import create_model, list_models  # noqa: E402
 from ad_core.predict import predict  # noqa: E402
 from ad_core.train import train  # noqa: E402
+from ad_core.tune import load_best_params, tune  # noqa: E402
 
 __all__ = [
     "Bundle",
@@ -20,7 +21,9 @@ __all__ = [
     "create_model",
     "evaluate",
     "list_models",
+    "load_best_params",
     "load_bundle",
     "predict",
     "train",
+    "tune",
 ]

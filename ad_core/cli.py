@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", default="Sample_brick")
     p.add_argument("--image_size", type=int, default=128)
     p.add_argument("--models", nargs="+", default=None, help="subset of models (default: all)")
+    p.add_argument("--tune_trials", type=int, default=4, help="Optuna trials of the PaDiM tuning step (0: skip)")
     return parser
 
 
@@ -524,7 +525,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"{float(np.median(edge.latencies)):>8.1f} {flagged:>8}  {run}"
         )
     print("ONNX ms: median per-image latency of `ad-core infer` on the ONNX export; flagged: defect images caught")
+    if args.tune_trials and "padim" in [name for name, *_ in rows]:
+        _demo_tuning(args, next(r for name, r, *_ in rows if name == "padim"))
     return 0
+
+
+def _demo_tuning(args: argparse.Namespace, default_report: dict[str, Any]) -> None:
+    """Seed steps 2 -> 3 on PaDiM: a short Optuna study, then training with its best parameters."""
+    from ad_core.evaluate import evaluate
+    from ad_core.train import train
+    from ad_core.tune import tune
+
+    print(f"\n== tuning padim: {args.tune_trials} Optuna trials, then train --params with the best")
+    result = tune(
+        "padim",
+        args.category,
+        args.data_root,
+        args.models_root,
+        trials=args.tune_trials,
+        study=f"demo-padim-{args.image_size}",
+        image_size=args.image_size,
+    )
+    run = train("padim", args.category, args.data_root, args.models_root, run_dir=result.run_dir, **result.best_params)
+    tuned = evaluate(run, save_images=False)
+    print(
+        f"PaDiM image AUROC: default {default_report['image_auroc']:.3f}, tuned {tuned['image_auroc']:.3f} "
+        f"(trial {result.best_trial}: {result.best_params})\n  study files: {run / 'param'}"
+    )
 
 
 COMMANDS = {

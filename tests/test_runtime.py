@@ -12,9 +12,12 @@ from ad_core.data.layout import resolve_category
 from ad_core.errors import BundleError
 from ad_core.export import export_onnx, onnx_metadata
 from ad_core.runtime import open_scorer
+from ad_core.scoring import denormalize
 
 # Tolerance: ONNX Runtime and PyTorch use different kernels; on these models raw scores agree to
-# about 1e-6 relative. We require 1e-4 relative and identical decisions.
+# about 1e-6 relative. We require 1e-4 relative and identical decisions, except for an image whose
+# score is within that tolerance of the threshold: the F1 threshold is itself a test image's score,
+# so that image sits exactly on the boundary and either side is correct within float rounding.
 RTOL = 1e-4
 
 
@@ -37,10 +40,14 @@ def test_onnxruntime_matches_torch_model(model, evaluated, images, tmp_path):
     reference = bundle.model.predict(torch.stack([bundle.preprocess(im) for im in images]))
     ref_raw = reference.pred_score.numpy()
     ref_norm = bundle.normalize(ref_raw)
+    m = bundle.meta
+    raw_thr = denormalize(bundle.image_threshold, m["image_threshold_auto"], m["raw_image_min"], m["raw_image_max"])
+    clear = np.abs(ref_raw - raw_thr) > 2 * RTOL * np.abs(ref_raw)
+    assert clear.sum() >= len(images) - 1
     for backend, kwargs in (("onnxruntime", {"onnx_path": path}), ("openvino", {}), ("torch", {})):
         out = open_scorer(bundle, backend, **kwargs)(images)
         np.testing.assert_allclose(out.raw_score, ref_raw, rtol=RTOL)
-        np.testing.assert_array_equal(out.is_anomaly, ref_norm >= bundle.image_threshold)
+        np.testing.assert_array_equal(out.is_anomaly[clear], (ref_norm >= bundle.image_threshold)[clear])
         ref_map = reference.anomaly_map[:, 0].numpy()
         np.testing.assert_allclose(out.raw_map, ref_map, atol=RTOL * np.abs(ref_map).max())
         assert out.anomaly_map.shape == (len(images), bundle.meta["image_size"], bundle.meta["image_size"])

@@ -131,6 +131,31 @@ def test_register_fetch_and_use_for_infer_and_convtrt(tracked, sample_root, tmp_
     )
     assert rc == 0 and (engine / "model.onnx").is_file()
 
+    retrained = tmp_path / "retrained"
+    rc = main(
+        [
+            "retrain",
+            "--model",
+            "vae",
+            "--pretrained_pth",
+            "models:/brick_vae/2",
+            "--meta_json",
+            "models:/brick_vae/2",
+            "--category",
+            CAT,
+            "--data_root",
+            str(sample_root),
+            "--epochs",
+            "1",
+            "--out_dir",
+            str(retrained),
+            "--log",
+            "off",
+            *args,
+        ]
+    )
+    assert rc == 0 and json.loads((retrained / "meta.json").read_text())["retrain"]["new_images"] > 0
+
 
 def test_bundle_logged_without_a_training_run(trained, tmp_path):
     """A run trained without MLflow is registered through a new MLflow run holding its bundle."""
