@@ -14,7 +14,7 @@ from ad_core.errors import BundleError, ConfigError
 from ad_core.fileio import load_npz, sha256, write_json_atomic
 from ad_core.models import AnomalyModel, get_spec
 from ad_core.preprocessing import Preprocess
-from ad_core.scoring import DEFAULT_NORMALIZED_THRESHOLD, normalize
+from ad_core.scoring import DEFAULT_NORMALIZED_THRESHOLD, denormalize, normalize
 
 META_REQUIRED = ("model", "image_size", "weights_pth")
 
@@ -102,6 +102,35 @@ class Bundle:
 def normalize_with(meta: dict[str, Any], raw):
     """Seed 003 normalisation with meta.json's automatic threshold and raw min/max."""
     return normalize(raw, meta["image_threshold_auto"], meta["raw_image_min"], meta["raw_image_max"])
+
+
+def save_threshold(path: str | Path, image_threshold: float, by: str | None = None, note: str = "") -> dict[str, Any]:
+    """Set meta.json's normalised ``image_threshold`` atomically and record who set it, when and why.
+
+    Each change is appended to ``threshold_history`` (value, previous value, raw equivalent, user,
+    time, note), so a deployed threshold can always be traced.
+    """
+    import datetime as _dt
+    import getpass
+
+    value = float(image_threshold)
+    if not np.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"image_threshold must be a normalised number between 0 and 1, got {image_threshold!r}")
+    meta = read_meta(path)
+    check_meta_numbers(meta, bundle_dir(path) / "meta.json")
+    entry = {
+        "image_threshold": value,
+        "previous": meta.get("image_threshold", DEFAULT_NORMALIZED_THRESHOLD),
+        "raw": denormalize(value, meta["image_threshold_auto"], meta["raw_image_min"], meta["raw_image_max"]),
+        "by": by or getpass.getuser(),
+        "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    if note:
+        entry["note"] = note
+    meta["image_threshold"] = value
+    meta["threshold_history"] = [*meta.get("threshold_history", []), entry]
+    write_meta(path, meta)
+    return meta
 
 
 def check_meta_numbers(meta: dict[str, Any], where: str | Path) -> None:

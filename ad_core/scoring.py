@@ -64,3 +64,56 @@ def confusion(labels, predictions) -> dict[str, int]:
         "tn": int((~y & ~p).sum()),
         "fn": int((y & ~p).sum()),
     }
+
+
+def operating_point(labels, scores, threshold: float) -> dict[str, float | int]:
+    """What a threshold does on labelled scores (``score >= threshold`` is anomalous).
+
+    Precision, recall and F1 of the anomaly class, the false-reject rate (normal images flagged)
+    and the miss rate (defects let through), and the confusion counts. A rate with an empty
+    denominator is NaN.
+    """
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, np.float64)
+    c = confusion(labels, scores >= threshold)
+    tp, fp, tn, fn = c["tp"], c["fp"], c["tn"], c["fn"]
+    nan = float("nan")
+    precision = tp / (tp + fp) if tp + fp else nan
+    recall = tp / (tp + fn) if tp + fn else nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
+    return {
+        **c,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "false_reject_rate": fp / (fp + tn) if fp + tn else nan,
+        "miss_rate": fn / (tp + fn) if tp + fn else nan,
+    }
+
+
+def threshold_for_target(labels, scores, *, max_miss_rate: float | None = None, max_false_reject: float | None = None):
+    """The raw threshold that meets one target with the least cost to the other rate.
+
+    ``max_miss_rate``: the highest threshold whose miss rate is at most the target (fewest
+    false rejects). ``max_false_reject``: the lowest threshold whose false-reject rate is at most
+    the target (fewest misses). Raises ``ValueError`` when the target cannot be met or the labels
+    lack the class the target is about.
+    """
+    if (max_miss_rate is None) == (max_false_reject is None):
+        raise ValueError("give exactly one of max_miss_rate and max_false_reject")
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, np.float64)
+    # every distinct decision: at each score (that image flagged) and just above it (let through)
+    candidates = np.unique(np.concatenate([scores, np.nextafter(scores, np.inf)]))
+    flagged = scores[None, :] >= candidates[:, None]
+    if max_miss_rate is not None:
+        if not labels.any():
+            raise ValueError("no anomalous images: a miss rate is undefined")
+        miss = (~flagged[:, labels]).mean(axis=1)
+        ok = candidates[miss <= max_miss_rate + 1e-12]
+        return float(ok.max())
+    if labels.all():
+        raise ValueError("no normal images: a false-reject rate is undefined")
+    false_reject = flagged[:, ~labels].mean(axis=1)
+    ok = candidates[false_reject <= max_false_reject + 1e-12]
+    return float(ok.min())

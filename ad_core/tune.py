@@ -392,11 +392,13 @@ def tune(
     progress: bool = True,
     stop: threading.Event | None = None,
     log: Callable[[str], None] = print,
+    on_trial: Callable[[Any, Any], None] | None = None,
     **fixed: Any,
 ) -> TuneResult:
     """Run (or resume) an Optuna study until it holds ``trials`` finished trials; write ``param/``.
 
-    ``fixed`` hyperparameters (e.g. ``image_size=128``) hold for every trial. Finished means
+    ``fixed`` hyperparameters (e.g. ``image_size=128``) hold for every trial. ``on_trial(trial,
+    study)`` is called after each trial (the panels draw their table and plot from it). Finished means
     complete or pruned; failed trials (a configuration that cannot train) are recorded, not counted.
     Everything is checked (search space, data, storage, tracking store) before the first trial.
     """
@@ -433,14 +435,7 @@ def tune(
     tracker = _start_tracker(mlflow, spec, category, the_study.study_name, metric, trials, train_opts, space)
     primary, secondary = METRICS[metric]
 
-    def after_trial(st, trial) -> None:
-        if objective.stop.is_set():
-            st.stop()
-        if tracker is not None:
-            _log_trial(tracker, trial)
-        if progress:
-            log(_trial_line(trial, st, primary, secondary))
-
+    after_trial = _after_trial(objective.stop, tracker, log if progress else None, on_trial, primary, secondary)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = sum(t.state in finished for t in the_study.trials)
     if progress:
@@ -477,6 +472,22 @@ def _write_and_close(study, space, run_dir, identity, train_opts, objective, sto
     if interrupted is not None:
         raise interrupted
     return result
+
+
+def _after_trial(stop, tracker, log, on_trial, primary: str, secondary: str):
+    """The study callback: honour Stop, log the trial to MLflow, print a line, tell the caller."""
+
+    def after_trial(study, trial) -> None:
+        if stop.is_set():
+            study.stop()
+        if tracker is not None:
+            _log_trial(tracker, trial)
+        if log is not None:
+            log(_trial_line(trial, study, primary, secondary))
+        if on_trial is not None:
+            on_trial(trial, study)
+
+    return after_trial
 
 
 def _space(spec: ModelSpec, search_space, fixed: dict[str, Any], allow_download: bool) -> SearchSpace:

@@ -1,0 +1,187 @@
+"""Tune panel: edit the search space, run an Optuna study, watch trials arrive, train with the best."""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+import yaml
+
+from ad_core.models import list_models
+from ad_core.tune import METRICS, default_search_space
+from jupyter_ext._common import STYLE, Job, Status, file_link, png_bytes
+
+
+class TunePanel(w.VBox):
+    """Search-space editor, trials, Start / Stop, a live trial table and optimisation-history plot."""
+
+    def __init__(
+        self,
+        data_root: str | Path = "data",
+        category: str = "",
+        models_root: str | Path = "models",
+        model: str = "padim",
+        image_size: int = 256,
+    ) -> None:
+        self.data_root, self.category_name, self.models_root = str(data_root), category, str(models_root)
+        self.model = w.Dropdown(options=list_models(), value=model, description="model", style=STYLE)
+        self.image_size = w.BoundedIntText(value=image_size, min=32, max=1024, description="image_size", style=STYLE)
+        self.space = w.Textarea(layout=w.Layout(width="640px", height="180px"), description="search space", style=STYLE)
+        self.trials = w.BoundedIntText(value=10, min=1, max=10000, description="trials", style=STYLE)
+        self.epochs = w.BoundedIntText(value=0, min=0, max=100000, description="epochs (0: default)", style=STYLE)
+        self.metric = w.Dropdown(options=list(METRICS), value="auroc", description="objective", style=STYLE)
+        self.study = w.Text(value="", placeholder="<model>-<category>", description="study name", style=STYLE)
+        self.start = w.Button(description="Start", button_style="primary", icon="play")
+        self.stop = w.Button(description="Stop", icon="stop", disabled=True)
+        self.train_best = w.Button(description="Train with best", icon="arrow-right", disabled=True)
+        self.status = Status()
+        self.table = w.HTML()
+        self.plot = w.Image(format="png", layout=w.Layout(max_width="560px"))
+        self.job: Job | None = None
+        self.result = None
+        self.rows: list[dict[str, Any]] = []
+        self._best_listeners: list[Callable[[str, dict, dict], None]] = []
+        super().__init__(
+            [
+                w.HBox([self.model, self.image_size]),
+                self.space,
+                w.HBox([self.trials, self.epochs]),
+                w.HBox([self.metric, self.study]),
+                w.HBox([self.start, self.stop, self.train_best]),
+                self.status,
+                w.HBox([self.plot, self.table]),
+            ]
+        )
+        self.model.observe(lambda _: self.reset_space(), names="value")
+        self.start.on_click(lambda _: self.begin())
+        self.stop.on_click(lambda _: self.job and self.job.stop())
+        self.train_best.on_click(lambda _: self._hand_over())
+        self.reset_space()
+
+    def set_data(self, data_root: str, category: str) -> None:
+        """Tune on this data root and category (the Data panel calls this)."""
+        self.data_root, self.category_name = data_root, category
+
+    def on_train_best(self, callback: Callable[[str, dict, dict], None]) -> None:
+        """Call ``callback(model, best_params, train_options)`` when "Train with best" is clicked."""
+        self._best_listeners.append(callback)
+
+    def reset_space(self) -> None:
+        """Fill the editor with the model's default search space (seed 001 table, offline backbones)."""
+        text = yaml.safe_dump(default_search_space(self.model.value), sort_keys=False, default_flow_style=None)
+        self.space.value = text
+
+    def begin(self) -> Job | None:
+        """Start the study in the background; returns the job."""
+        from ad_core.tune import tune
+
+        if self.job is not None and self.job.running:
+            self.status.error("a study is already running: stop it first")
+            return None
+        try:
+            space = yaml.safe_load(self.space.value) or {}
+            if not self.category_name:
+                raise ValueError("choose a category in the Data tab first")
+        except Exception as exc:
+            self.status.error(f"search space: not valid YAML ({exc})" if isinstance(exc, yaml.YAMLError) else exc)
+            return None
+        self.rows, self.result, self.table.value, self.plot.value = [], None, "", b""
+        self.train_best.disabled = True
+        self._busy(True)
+        self.status.info(f"tuning {self.model.value} on {self.category_name} ...")
+        model, metric = self.model.value, self.metric.value
+
+        def work(stop: threading.Event):
+            return tune(
+                model,
+                self.category_name,
+                self.data_root,
+                self.models_root,
+                trials=self.trials.value,
+                search_space=space,
+                study=self.study.value or None,
+                metric=metric,
+                epochs=self.epochs.value or None,
+                stop=stop,
+                progress=False,
+                on_trial=self._trial,
+                image_size=self.image_size.value,
+            )
+
+        self.job = Job(work, self._done, self._failed).start()
+        return self.job
+
+    def _busy(self, busy: bool) -> None:
+        self.start.disabled, self.stop.disabled, self.model.disabled = busy, not busy, busy
+
+    def _trial(self, trial, study) -> None:
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        self.rows = [
+            {"trial": t.number, "state": t.state.name.lower(), "value": t.value, **t.params}
+            for t in study.trials
+            if t.state.name != "RUNNING"
+        ]
+        done = len([r for r in self.rows if r["state"] in ("complete", "pruned")])
+        self.status.info(f"{done} of {self.trials.value} trials finished ...")
+        values = [r["value"] if r["state"] == "complete" else None for r in self.rows]
+        fig, ax = plt.subplots(figsize=(5.0, 3.0), dpi=90)
+        xs = [r["trial"] for r, v in zip(self.rows, values, strict=True) if v is not None]
+        vs = [v for v in values if v is not None]
+        if vs:
+            ax.scatter(xs, vs, label="trial")
+            ax.step(xs, np.maximum.accumulate(vs), where="post", color="tab:red", label="best so far")
+            ax.legend(loc="lower right")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(f"test {self.metric.value.upper()}")
+        ax.set_title("optimisation history")
+        self.plot.value = png_bytes(fig)
+        self.table.value = _table(self.rows)
+
+    def _done(self, result) -> None:
+        self.result = result
+        self._busy(False)
+        if result.best_params is None:
+            self.status.error("no trial finished: nothing to train yet")
+            return
+        self.train_best.disabled = False
+        self.status.ok(
+            f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed; best trial "
+            f"{result.best_trial}: {result.best_value:.4f}; files in",
+            file_link(result.run_dir / "param"),
+        )
+
+    def _failed(self, exc: BaseException) -> None:
+        self._busy(False)
+        self.status.error(exc)
+
+    def _hand_over(self) -> None:
+        if self.result is None or self.result.best_params is None:
+            return
+        train = {"epochs": self.epochs.value or None, "seed": 0}
+        for listener in self._best_listeners:
+            listener(self.model.value, dict(self.result.best_params), train)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = []
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k)
+            cells.append(
+                f"<td>{v:.4f}</td>"
+                if isinstance(v, float)
+                else f"<td>{html.escape(str(v if v is not None else ''))}</td>"
+            )
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table style='font-size:90%'><tr>{head}</tr>{''.join(body)}</table>"
