@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean labextension notebooks
 
 setup: $(STAMP)
 
@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# editable installs skip the wheel's data files: link the prebuilt JupyterLab extension instead
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter labextension develop --overwrite . > /dev/null
 	touch $(STAMP)
 
 demo: setup
@@ -26,6 +28,12 @@ test: lint
 bench: setup
 	$(PY) bench/bench_patchcore.py
 	$(PY) bench/bench_latency.py
+
+labextension: setup  # rebuild jupyter_ext/labextension from jupyter_ext/labextension_src (needs npm)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jupyter_ext/labextension_src/build.sh
+
+notebooks: setup  # regenerate notebooks/*.ipynb from notebooks/make_notebooks.py
+	$(PY) notebooks/make_notebooks.py
 
 clean:
 	rm -rf $(VENV) data models

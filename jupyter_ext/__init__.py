@@ -21,3 +21,8 @@ __all__ = [
     "TunePanel",
     "package_for_jetson",
 ]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab extension lies (``jupyter labextension develop`` for editable installs)."""
+    return [{"src": "labextension", "dest": "ad-inspect-studio"}]

@@ -48,8 +48,8 @@ class AnomalyStudio(w.VBox):
         self.train.set_data(data_root, category)
         self.tune.set_data(data_root, category)
 
-    def _train_best(self, model: str, params: dict, train: dict) -> None:
-        self.train.set_params(model, params, train)
+    def _train_best(self, model: str, params: dict, train: dict, run_dir: Path) -> None:
+        self.train.set_params(model, params, train, run_dir)
         self.tabs.selected_index = TITLES.index("Train")
 
     def _trained(self, run: Path, report: dict | None) -> None:

@@ -39,6 +39,7 @@ class TrainPanel(w.VBox):
         self.results = w.HTML()
         self.job: Job | None = None
         self.run_dir: Path | None = None
+        self.target_run: Path | None = None
         self.report: dict | None = None
         self.history: list[dict] = []
         self._listeners: list[Callable[[Path, dict | None], None]] = []
@@ -69,9 +70,16 @@ class TrainPanel(w.VBox):
         """Call ``callback(run_dir, test_report)`` after a successful training."""
         self._listeners.append(callback)
 
-    def set_params(self, model: str, params: dict[str, Any], train: dict[str, Any] | None = None) -> None:
-        """Fill the form (the Tune panel's "train with best" calls this)."""
+    def set_params(
+        self, model: str, params: dict[str, Any], train: dict[str, Any] | None = None, run_dir: str | Path | None = None
+    ) -> None:
+        """Fill the form (the Tune panel's "train with best" calls this).
+
+        ``run_dir``: the tuning's run directory; the next training fills it (seed flow 2 -> 3) as
+        long as it holds no trained model yet.
+        """
         self.model.value = model
+        self.target_run = Path(run_dir) if run_dir is not None else None
         for name, value in params.items():
             if name in self.fields:
                 p, widget = self.fields[name]
@@ -126,6 +134,8 @@ class TrainPanel(w.VBox):
         self.status.info(f"training {model} on {self.category_name} ...")
         self._busy(True)
 
+        target = self.target_run if self.target_run and not (self.target_run / "pytorch").exists() else None
+
         def work(stop: threading.Event):
             from ad_core import evaluate, train
 
@@ -139,6 +149,7 @@ class TrainPanel(w.VBox):
                 progress=False,
                 on_epoch=self._epoch,
                 stop=stop,
+                run_dir=target,
                 **hparams,
             )
             self.run_dir = run

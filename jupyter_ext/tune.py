@@ -44,7 +44,7 @@ class TunePanel(w.VBox):
         self.job: Job | None = None
         self.result = None
         self.rows: list[dict[str, Any]] = []
-        self._best_listeners: list[Callable[[str, dict, dict], None]] = []
+        self._best_listeners: list[Callable[[str, dict, dict, Path], None]] = []
         super().__init__(
             [
                 w.HBox([self.model, self.image_size]),
@@ -66,8 +66,8 @@ class TunePanel(w.VBox):
         """Tune on this data root and category (the Data panel calls this)."""
         self.data_root, self.category_name = data_root, category
 
-    def on_train_best(self, callback: Callable[[str, dict, dict], None]) -> None:
-        """Call ``callback(model, best_params, train_options)`` when "Train with best" is clicked."""
+    def on_train_best(self, callback: Callable[[str, dict, dict, Path], None]) -> None:
+        """Call ``callback(model, best_params, train_options, run_dir)`` when "Train with best" is clicked."""
         self._best_listeners.append(callback)
 
     def reset_space(self) -> None:
@@ -165,7 +165,7 @@ class TunePanel(w.VBox):
             return
         train = {"epochs": self.epochs.value or None, "seed": 0}
         for listener in self._best_listeners:
-            listener(self.model.value, dict(self.result.best_params), train)
+            listener(self.model.value, dict(self.result.best_params), train, self.result.run_dir)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -84,6 +84,8 @@ def test_studio_train_tune_handover_threshold_and_export(sample_root, tmp_path):
     train.start.click()
     finish(train.job)
     assert train.report["image_auroc"] == pytest.approx(tune.result.best_value, abs=1e-9)
+    assert train.run_dir == tune.result.run_dir  # trained into the tuned run directory (seed flow 2 -> 3)
+    assert (train.run_dir / "param" / "best_params.yaml").is_file()
 
     # Threshold explorer: loaded with the new run; moving the threshold changes the metrics
     th = studio.threshold
