@@ -37,10 +37,14 @@ class ThresholdExplorer(w.VBox):
         self.raw = w.FloatText(description="threshold (raw)", style=STYLE)
         self.plot = w.Image(format="png", layout=w.Layout(max_width="600px"))
         self.metrics = w.HTML()
-        self.target_kind = w.Dropdown(options=list(TARGETS), description="set by target", style=STYLE)
+        self.target_kind = w.Dropdown(
+            options=list(TARGETS), description="set by target", style=STYLE, layout=w.Layout(width="360px")
+        )
         self.target_value = w.BoundedFloatText(value=5.0, min=0.0, max=100.0, step=0.5, layout=w.Layout(width="90px"))
         self.target_button = w.Button(description="Set", icon="crosshairs")
-        self.save_button = w.Button(description="Save to meta.json", button_style="success", icon="save")
+        self.save_button = w.Button(
+            description="Save to meta.json", button_style="success", icon="save", layout=w.Layout(width="auto")
+        )
         self.gallery = w.VBox()
         self.status = Status()
         self.gallery_size = gallery_size
