@@ -287,15 +287,19 @@ def _layers_ok(check, backbone: str, layers: list[str], where: str) -> list[str]
     return layers
 
 
+def _read_yaml(path: Path, where: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc})") from exc
+
+
 def load_search_space(path: str | Path, model: str, fixed: dict[str, Any] | None = None, **kw: Any) -> SearchSpace:
     """Read and validate a search-space YAML file (a mapping: name -> value / choices / range)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"search space {path}: cannot read it ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"search space {path}: not valid YAML ({exc})") from exc
+    raw = _read_yaml(path, f"search space {path}")
     if isinstance(raw, dict) and "params" in raw and isinstance(raw["params"], dict):
         raw = raw["params"]
     return parse_search_space(model, raw or {}, fixed, where=f"search space {path}", **kw)
@@ -817,12 +821,7 @@ class BestParams:
 def load_best_params(path: str | Path) -> BestParams:
     """Read ``best_params.yaml``; every hyperparameter is checked against the model's registry entry."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--params {path}: cannot read it ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--params {path}: not valid YAML ({exc})") from exc
+    doc = _read_yaml(path, f"--params {path}")
     if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict) or "model" not in doc:
         raise ConfigError(f"--params {path}: expected 'model', 'category' and a 'params' mapping (ad-core tune output)")
     spec = get_spec(str(doc["model"]))
