@@ -2,15 +2,19 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ROS_PYPI := ros-rclpy ros-sensor-msgs ros-std-msgs ros-std-srvs ros-geometry-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp
 
 .PHONY: setup demo test lint bench clean labextension notebooks
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml ros2_ws/src/ad_inspect/setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# ROS 2 (Kilted) from PyPI for the node tests, and the ad_inspect package itself
+	$(PY) -m pip install --quiet $(ROS_PYPI) || echo "ROS 2 packages unavailable from PyPI: the ROS node tests will skip"
+	$(PY) -m pip install --quiet --no-deps -e ros2_ws/src/ad_inspect
 	# editable installs skip the wheel's data files: link the prebuilt JupyterLab extension instead
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter labextension develop --overwrite . > /dev/null
 	touch $(STAMP)

@@ -22,7 +22,7 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
+def to_uint8(arr: np.ndarray) -> np.ndarray:
     """Scale any integer or float image to uint8 by the full range of its type.
 
     16-bit images are divided by 257 (65535 -> 255), 32-bit integer images (PIL mode ``I``,
@@ -61,7 +61,7 @@ def read_image(path: str | Path) -> np.ndarray:
             arr = np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the image ({exc}); the file is corrupt or not an image") from exc
-    arr = _to_uint8(arr)
+    arr = to_uint8(arr)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     elif arr.shape[2] == 2:  # grey + alpha

@@ -1,0 +1,294 @@
+"""The ROS 2 inspection node on a real DDS graph: a node process, a camera process and this listener."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install ros-rclpy ...; make setup does)")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import Vector3Stamped  # noqa: E402
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from ad_core.data.images import read_image  # noqa: E402
+from ad_core.runtime import open_scorer  # noqa: E402
+
+PKG = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "ad_inspect"
+PUBLISHER = Path(__file__).parent / "ros" / "publisher.py"
+CAT = "Sample_brick"
+TOPIC = "/test_cam/image_raw"
+WAIT = 120
+
+
+class Listener:
+    """Collects the node's outputs by frame_id, and its status and diagnostics."""
+
+    def __init__(self) -> None:
+        self.node = rclpy.create_node(f"listener_{os.getpid()}")
+        self.results: dict[str, Vector3Stamped] = {}
+        self.maps: dict[str, Image] = {}
+        self.overlays: dict[str, Image] = {}
+        self.status: list[dict] = []
+        self.diagnostics: list[dict] = []
+        n = self.node
+        n.create_subscription(
+            Vector3Stamped, "/anomaly/result", lambda m: self.results.__setitem__(m.header.frame_id, m), 50
+        )
+        n.create_subscription(Image, "/anomaly/map", lambda m: self.maps.__setitem__(m.header.frame_id, m), 50)
+        n.create_subscription(Image, "/anomaly/overlay", lambda m: self.overlays.__setitem__(m.header.frame_id, m), 50)
+        n.create_subscription(String, "/ad_inspect/status", lambda m: self.status.append(json.loads(m.data)), 50)
+        n.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda m: self.diagnostics.append({kv.key: kv.value for kv in m.status[0].values}),
+            10,
+        )
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(n)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def call(self, service: str, srv_type, request, timeout: float = WAIT):
+        client = self.node.create_client(srv_type, service)
+        assert client.wait_for_service(timeout_sec=timeout), f"{service} not offered"
+        future = client.call_async(request)
+        deadline = time.time() + timeout
+        while not future.done() and time.time() < deadline:
+            time.sleep(0.05)
+        assert future.done(), f"{service} did not answer"
+        return future.result()
+
+    def set_param(self, name: str, value):
+        if isinstance(value, float):
+            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        else:
+            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        req = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
+        return self.call("/ad_inspect/set_parameters", SetParameters, req).results[0]
+
+    def wait(self, predicate, timeout: float = WAIT, what: str = "condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+
+def publish(plan: list[dict], tmp_path: Path) -> None:
+    plan_file = tmp_path / f"plan_{random.randrange(1 << 30)}.json"
+    plan_file.write_text(json.dumps(plan))
+    proc = subprocess.run(
+        [sys.executable, str(PUBLISHER), TOPIC, str(plan_file)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def graph(evaluated, sample_root, tmp_path_factory):
+    """The node (own process, entry point) serving a trained and tested PaDiM; a listener in this process."""
+    root = tmp_path_factory.mktemp("ros")
+    models = root / "models"
+    run = models / "PaDiM" / CAT / "run"
+    shutil.copytree(evaluated("padim")[0], run)
+    data = root / "data"
+    shutil.copytree(sample_root, data)
+    os.environ["ROS_DOMAIN_ID"] = str(random.randrange(1, 100))
+    log = open(root / "node.log", "w")  # noqa: SIM115 - closed at teardown
+    node = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ad_inspect.inspection_node",
+            "--ros-args",
+            "-p",
+            f"model_path:={run}",
+            "-p",
+            f"image_topic:={TOPIC}",
+            "-p",
+            f"models_root:={models}",
+            "-p",
+            f"data_root:={data}",
+            "-p",
+            "retrain_batch:=4",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    rclpy.init()
+    listener = Listener()
+    try:
+        listener.wait(lambda: listener.diagnostics, what="the node's first diagnostics")
+        yield {"node": node, "listener": listener, "run": run, "data": data, "root": root, "log": root / "node.log"}
+    finally:
+        node.terminate()
+        node.wait(30)
+        log.close()
+        listener.executor.shutdown()
+        listener.node.destroy_node()
+        rclpy.shutdown()
+
+
+def frames(data: Path, n: int = 5) -> list[dict]:
+    test = data / "test" / CAT
+    normal = sorted((test / "normal").glob("*.png"))[:n]
+    anomaly = sorted((test / "anomaly").glob("*.png"))[:n]
+    encodings = ["rgb8", "bgr8", "rgb8", "mono8", "rgb8"]
+    return [
+        {"file": str(p), "frame_id": f"{kind}_{i}", "encoding": encodings[i % len(encodings)]}
+        for kind, paths in (("normal", normal), ("anomaly", anomaly))
+        for i, p in enumerate(paths)
+    ]
+
+
+def test_scores_maps_and_overlays_carry_the_frame_headers(graph, tmp_path):
+    listener, run = graph["listener"], graph["run"]
+    plan = frames(graph["data"])
+    publish(plan, tmp_path)
+    ids = [item["frame_id"] for item in plan]
+    listener.wait(lambda: all(i in listener.results and i in listener.overlays for i in ids), what="all frames scored")
+
+    scorer = open_scorer(run, "onnxruntime")
+    for item in plan:
+        rgb = read_image(item["file"])
+        if item["encoding"] == "mono8":
+            rgb = np.repeat(rgb.mean(axis=2).astype(np.uint8)[:, :, None], 3, axis=2)
+        expected = scorer([rgb])
+        got = listener.results[item["frame_id"]]
+        assert got.vector.y == pytest.approx(float(expected.raw_score[0]), rel=1e-4), item
+        assert got.vector.x == pytest.approx(float(expected.score[0]), abs=1e-5)
+        assert bool(got.vector.z) == bool(expected.is_anomaly[0])
+        for topic in (listener.maps, listener.overlays):
+            msg = topic[item["frame_id"]]
+            assert msg.header.stamp == got.header.stamp and (msg.height, msg.width) == rgb.shape[:2]
+        assert listener.maps[item["frame_id"]].encoding == "32FC1"
+        assert listener.overlays[item["frame_id"]].encoding == "rgb8"
+    anomalies = [listener.results[i].vector for i in ids if i.startswith("anomaly")]
+    normals = [listener.results[i].vector for i in ids if i.startswith("normal")]
+    assert sum(v.z for v in anomalies) >= 4  # defects score above the threshold
+    assert np.mean([v.x for v in anomalies]) > np.mean([v.x for v in normals])
+
+
+def test_threshold_changes_live_and_bad_values_are_refused(graph, tmp_path):
+    listener = graph["listener"]
+    scorer = open_scorer(graph["run"], "onnxruntime")
+    normals = [f for f in frames(graph["data"]) if f["frame_id"].startswith("normal") and f["encoding"] != "mono8"]
+    normal = min(normals, key=lambda f: float(scorer([read_image(f["file"])]).score[0]))
+    for threshold, expected in ((0.0, 1.0), (1.0, 0.0)):
+        assert listener.set_param("threshold", threshold).successful
+        item = {**normal, "frame_id": f"thr_{threshold}"}
+        publish([item], tmp_path)
+        listener.wait(lambda item=item: item["frame_id"] in listener.results, what="the frame after the change")
+        assert listener.results[item["frame_id"]].vector.z == expected
+    assert listener.set_param("threshold", -1.0).successful
+    refused = listener.set_param("backend", "cuda-magic")
+    assert not refused.successful and "backend must be one of" in refused.reason
+    refused = listener.set_param("model_path", "/etc")
+    assert not refused.successful and "outside the configured root" in refused.reason
+
+
+def test_malformed_messages_are_counted_and_the_node_keeps_running(graph, tmp_path):
+    listener = graph["listener"]
+    good = frames(graph["data"], 1)[0]
+    plan = [
+        {**good, "frame_id": "bad_step", "defect": "step"},
+        {**good, "frame_id": "bad_data", "defect": "truncated"},
+        {**good, "frame_id": "bad_encoding", "defect": "encoding"},
+        {**good, "frame_id": "after_bad"},
+    ]
+    before = int(listener.diagnostics[-1]["malformed"])
+    publish(plan, tmp_path)
+    listener.wait(lambda: "after_bad" in listener.results, what="the good frame after the malformed ones")
+    assert graph["node"].poll() is None
+    assert not {"bad_step", "bad_data", "bad_encoding"} & set(listener.results)
+    listener.wait(lambda: int(listener.diagnostics[-1]["malformed"]) >= before + 3, what="malformed count")
+    log = graph["log"].read_text()
+    assert "step 7 is shorter than a row" in log and "unsupported encoding '32FC1'" in log and "data holds" in log
+
+
+def test_services_save_reload_retrain_convert_and_busy_refusal(graph, tmp_path):
+    listener, data = graph["listener"], graph["data"]
+    publish([{**frames(data, 1)[0], "frame_id": "to_save"}], tmp_path)
+    listener.wait(lambda: "to_save" in listener.results, what="a frame to save")
+    saved = listener.call("/ad_inspect/save_frame", Trigger, Trigger.Request())
+    assert saved.success, saved.message
+    path = Path(saved.message)
+    assert path.parent == (data / "train" / CAT).resolve()
+    assert read_image(path).shape == read_image(frames(data, 1)[0]["file"]).shape
+
+    reload = listener.call("/ad_inspect/reload", Trigger, Trigger.Request())
+    assert reload.success and "padim" in reload.message
+
+    listener.status.clear()
+    first = listener.call("/ad_inspect/retrain", Trigger, Trigger.Request())
+    second = listener.call("/ad_inspect/convert", Trigger, Trigger.Request())
+    assert first.success and "retrain started" in first.message
+    assert not second.success and second.message.startswith("busy: retrain running")
+    listener.wait(lambda: any(s.get("state") in ("done", "failed") for s in listener.status), 600, "retrain outcome")
+    outcome = next(s for s in listener.status if s.get("state") in ("done", "failed"))
+    assert outcome["state"] == "done", outcome
+    assert "retrained_" in outcome["model"]
+    retrained = Path(outcome["model"])
+    meta = json.loads((retrained / "meta.json").read_text())
+    assert meta["retrain"]["new_images"] >= 1 and meta["retrain"].get("mode")
+
+    # the node swapped models between frames and still listens on the same subscription
+    publish([{**frames(data, 1)[0], "frame_id": "after_retrain"}], tmp_path)
+    listener.wait(lambda: "after_retrain" in listener.results, what="a frame scored by the retrained model")
+    listener.wait(lambda: "retrained_" in listener.diagnostics[-1]["model"], what="diagnostics naming the new model")
+
+    listener.status.clear()
+    assert listener.call("/ad_inspect/convert", Trigger, Trigger.Request()).success
+    listener.wait(lambda: any(s.get("state") in ("done", "failed") for s in listener.status), 600, "convert outcome")
+    outcome = next(s for s in listener.status if s.get("state") in ("done", "failed"))
+    assert outcome["state"] == "done" and outcome["model"].endswith("model.onnx"), outcome
+    publish([{**frames(data, 1)[0], "frame_id": "after_convert"}], tmp_path)
+    listener.wait(lambda: "after_convert" in listener.results, what="a frame scored by the exported graph")
+
+
+def test_launch_file_and_parameters_file_agree_with_the_node():
+    tree = ast.parse((PKG / "launch" / "inspect.launch.py").read_text())
+    consts = {
+        t.id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name) and isinstance(node.value, ast.Constant | ast.Dict)
+    }
+    assert consts["PACKAGE"] == "ad_inspect" and consts["EXECUTABLE"] == "inspection_node"
+    assert set(consts["OVERRIDABLE"]) == {"model_path", "image_topic", "backend"}
+    assert "generate_launch_description" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    setup = (PKG / "setup.py").read_text()
+    assert "inspection_node = {PACKAGE}.inspection_node:main" in setup and "config/*.yaml" in setup
+
+    params = yaml.safe_load((PKG / "config" / "params.yaml").read_text())["ad_inspect"]["ros__parameters"]
+    from ad_inspect.inspection_node import InspectionNode
+
+    rclpy.init(context=(ctx := rclpy.Context()))
+    try:
+        node = InspectionNode(context=ctx)
+        plain = rclpy.create_node("plain", context=ctx)  # rclpy's own parameters (use_sim_time, ...)
+        declared = set(node._parameters) - set(plain._parameters)
+        node.destroy_node()
+        plain.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+    assert set(params) == declared
