@@ -47,3 +47,17 @@ def test_compose_runs_jupyterlab_with_gpu_and_mounts():
     assert {"/workspace/data", "/workspace/models", "/workspace/mlruns", "/workspace/notebooks"} <= targets
     gpu = svc["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+
+
+def test_jetson_services_share_the_image_and_reach_dds():
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    batch, node = compose["services"]["jetson_batch"], compose["services"]["jetson_node"]
+    assert batch["image"] == node["image"] and batch["build"]["dockerfile"] == "docker/jetson/Dockerfile"
+    assert node["network_mode"] == "host" and node["runtime"] == "nvidia"
+    assert node["command"][:4] == ["ros2", "launch", "ad_inspect", "inspect.launch.py"]
+    assert {v.split(":")[1] for v in node["volumes"]} == {"/models", "/data"}
+    text = (ROOT / "docker" / "jetson" / "Dockerfile").read_text()
+    assert "ros-humble-ros-base" in text and "colcon build --packages-select ad_inspect" in text
+    assert "l4t-jetpack:r36" in text  # JetPack 6.x
+    for path in re.findall(r"^COPY (?:--\S+ )*(\S+)", text, re.M):
+        assert list(ROOT.glob(path)), f"COPY {path}: nothing in the repository matches"
