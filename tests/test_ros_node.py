@@ -292,3 +292,19 @@ def test_launch_file_and_parameters_file_agree_with_the_node():
     finally:
         rclpy.shutdown(context=ctx)
     assert set(params) == declared
+
+
+def test_colcon_builds_the_ament_python_package(tmp_path):
+    colcon = Path(sys.executable).parent / "colcon"
+    if not colcon.exists():
+        pytest.skip("colcon is not installed (pip install colcon-core colcon-ros ...; make setup does)")
+    ws = tmp_path / "ws"
+    shutil.copytree(PKG, ws / "src" / "ad_inspect", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    env = {**os.environ, "PATH": f"{colcon.parent}:{os.environ['PATH']}"}
+    out = subprocess.run([str(colcon), "build"], cwd=ws, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    install = ws / "install" / "ad_inspect"
+    assert (install / "lib" / "ad_inspect" / "inspection_node").is_file()  # what `ros2 run` starts
+    share = install / "share" / "ad_inspect"
+    assert (share / "launch" / "inspect.launch.py").is_file() and (share / "config" / "params.yaml").is_file()
+    assert (install / "share" / "ament_index" / "resource_index" / "packages" / "ad_inspect").is_file()
