@@ -31,11 +31,13 @@ def _rows(msg, bytes_per_pixel: float) -> np.ndarray:
     row = round(w * bytes_per_pixel)
     if step < row:
         raise MalformedImage(f"step {step} is shorter than a row of {w} pixels in {msg.encoding} ({row} bytes)")
-    data = np.frombuffer(bytes(msg.data), np.uint8)
+    data = np.frombuffer(msg.data, np.uint8)  # no copy: rclpy hands over an array('B') / bytes
     if data.size < step * (h - 1) + row:
         raise MalformedImage(f"data holds {data.size} bytes; {h} rows of step {step} need {step * (h - 1) + row}")
-    padded = np.zeros(step * h, np.uint8)
-    padded[: min(data.size, step * h)] = data[: step * h]
+    if data.size >= step * h:
+        return data[: step * h].reshape(h, step)[:, :row]
+    padded = np.zeros(step * h, np.uint8)  # the last row may omit its padding
+    padded[: data.size] = data
     return padded.reshape(h, step)[:, :row]
 
 
