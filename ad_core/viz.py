@@ -147,6 +147,11 @@ def pr_curve_plot(scores, labels, threshold: float, path: Path, title: str) -> N
 
 
 def loss_curves(history: list[dict], path: Path, title: str) -> None:
+    """Save :func:`loss_figure` as PNG."""
+    save_figure(loss_figure(history, title), path)
+
+
+def loss_figure(history: list[dict], title: str):
     """Per-epoch training and validation losses (log scale when they span a wide range)."""
     epochs = [row["epoch"] for row in history]
     keys = [k for k in history[0] if k != "epoch"]
@@ -161,7 +166,7 @@ def loss_curves(history: list[dict], path: Path, title: str) -> None:
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend()
-    save_figure(fig, path)
+    return fig
 
 
 def reconstruction_comparison(
@@ -190,6 +195,11 @@ def reconstruction_comparison(
 
 
 def optimisation_history(values: list[float | None], path: Path, title: str, ylabel: str) -> None:
+    """Save :func:`history_figure` as PNG."""
+    save_figure(history_figure(values, title, ylabel), path)
+
+
+def history_figure(values: list[float | None], title: str, ylabel: str):
     """Objective per trial (pruned/failed trials as crosses at the bottom) and the running best."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     xs = np.arange(len(values))
@@ -201,9 +211,9 @@ def optimisation_history(values: list[float | None], path: Path, title: str, yla
         other = [x for x, v in zip(xs, values, strict=True) if v is None]
         if other:
             ax.scatter(other, [min(dv)] * len(other), marker="x", color="grey", label="pruned / failed")
+        ax.legend(loc="lower right")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(loc="lower right")
-    save_figure(fig, path)
+    return fig

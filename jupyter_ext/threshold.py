@@ -139,10 +139,8 @@ class ThresholdExplorer(w.VBox):
     def _from_raw(self) -> None:
         if self._syncing or self.meta is None:
             return
-        m = self.meta
-        span = (m["raw_image_max"] - m["raw_image_min"]) or 1.0
         self._syncing = True
-        self.slider.value = float(np.clip((self.raw.value - m["image_threshold_auto"]) / span + 0.5, 0.0, 1.0))
+        self.slider.value = float(normalize_with(self.meta, self.raw.value))
         self._syncing = False
         self.update()
 

@@ -166,22 +166,14 @@ class TrainPanel(w.VBox):
         self.start.disabled, self.stop.disabled, self.model.disabled = busy, not busy, busy
 
     def _epoch(self, row: dict) -> None:
-        import matplotlib.pyplot as plt
+        from ad_core.viz import loss_figure
 
         self.history.append(row)
         if row["epoch"] > self.progress.max:
             self.progress.max = row["epoch"]
         self.progress.value = row["epoch"]
         self.status.info(f"epoch {row['epoch']}: loss {row['loss']:.4g}, validation {row['val_loss']:.4g}")
-        fig, ax = plt.subplots(figsize=(5.5, 3.0), dpi=90)
-        epochs = [r["epoch"] for r in self.history]
-        for key in ("loss", "val_loss"):
-            ax.plot(epochs, [r[key] for r in self.history], marker="o", markersize=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.set_title(f"{self.model.value}: training")
-        ax.legend()
-        self.plot.value = png_bytes(fig)
+        self.plot.value = png_bytes(loss_figure(self.history, f"{self.model.value}: training"))
 
     def _done(self, result) -> None:
         run, report = result

@@ -119,8 +119,7 @@ class TunePanel(w.VBox):
         self.start.disabled, self.stop.disabled, self.model.disabled = busy, not busy, busy
 
     def _trial(self, trial, study) -> None:
-        import matplotlib.pyplot as plt
-        import numpy as np
+        from ad_core.viz import history_figure
 
         self.rows = [
             {"trial": t.number, "state": t.state.name.lower(), "value": t.value, **t.params}
@@ -130,16 +129,7 @@ class TunePanel(w.VBox):
         done = len([r for r in self.rows if r["state"] in ("complete", "pruned")])
         self.status.info(f"{done} of {self.trials.value} trials finished ...")
         values = [r["value"] if r["state"] == "complete" else None for r in self.rows]
-        fig, ax = plt.subplots(figsize=(5.0, 3.0), dpi=90)
-        xs = [r["trial"] for r, v in zip(self.rows, values, strict=True) if v is not None]
-        vs = [v for v in values if v is not None]
-        if vs:
-            ax.scatter(xs, vs, label="trial")
-            ax.step(xs, np.maximum.accumulate(vs), where="post", color="tab:red", label="best so far")
-            ax.legend(loc="lower right")
-        ax.set_xlabel("trial")
-        ax.set_ylabel(f"test {self.metric.value.upper()}")
-        ax.set_title("optimisation history")
+        fig = history_figure(values, "optimisation history", f"test {self.metric.value.upper()}")
         self.plot.value = png_bytes(fig)
         self.table.value = _table(self.rows)
 
