@@ -159,7 +159,7 @@ class ThresholdExplorer(w.VBox):
         except ValueError as exc:
             self.status.error(str(exc))
             return
-        self.set_threshold(thr)
+        self.set_threshold(_off_the_edge(self.normalized, thr, toward_lower=kind == "miss"))
         p = self.point()
         self.status.ok(
             f"threshold {self.slider.value:.4f}: miss rate {p['miss_rate']:.1%}, false-reject rate "
@@ -247,6 +247,25 @@ class ThresholdExplorer(w.VBox):
         more = f" (first {self.gallery_size} of {len(idx)})" if len(idx) > self.gallery_size else ""
         title = w.HTML(f"<b>{len(idx)} image(s) change side</b> against the saved threshold{more}")
         self.gallery.children = (title, w.HBox(cards, layout=w.Layout(flex_flow="row wrap")))
+
+
+# Backends agree to about 1e-6 (normalised); a saved threshold must not sit exactly on a test score.
+EDGE_MARGIN = 1e-5
+
+
+def _off_the_edge(scores: np.ndarray, thr: float, toward_lower: bool) -> float:
+    """Move a target threshold off the test score it sits on, keeping every decision on the test set.
+
+    ``threshold_for_target`` answers with the extreme value (a defect's own score, or just above a
+    normal image's). Deployed on another runtime, that image could fall on either side. This moves
+    the threshold by ``EDGE_MARGIN`` into the open gap (at most half of it), lower for a miss-rate
+    target and higher for a false-reject target.
+    """
+    below, above = scores[scores < thr], scores[scores >= thr]
+    if toward_lower:
+        return max(thr - EDGE_MARGIN, (below.max() + thr) / 2) if below.size else thr - EDGE_MARGIN
+    low = below.max() if below.size else thr
+    return min(low + EDGE_MARGIN, (low + above.min()) / 2) if above.size else low + EDGE_MARGIN
 
 
 def _metrics_html(p: dict) -> str:
