@@ -186,6 +186,15 @@ def test_scores_maps_and_overlays_carry_the_frame_headers(graph, tmp_path):
     assert sum(v.z for v in anomalies) >= 4  # defects score above the threshold
     assert np.mean([v.x for v in anomalies]) > np.mean([v.x for v in normals])
 
+    # /diagnostics splits the node's latency into stages; paced frames never skip a map
+    listener.wait(lambda: "inference_ms_median" in listener.diagnostics[-1], what="stage timings")
+    diag = {k: float(v) for k, v in listener.diagnostics[-1].items() if k != "model"}
+    stages = ("stamp_to_callback", "callback_to_worker", "convert", "inference", "publish_result", "map_overlay")
+    assert all(diag[f"{s}_ms_median"] >= 0 for s in stages), diag
+    assert 0 < diag["inference_ms_median"] <= diag["latency_ms_median"]
+    assert diag["stamp_to_callback_ms_median"] < 1000  # same clock: the transport takes milliseconds
+    assert diag["maps_skipped"] == 0 and diag["scored"] >= len(ids)
+
 
 def test_threshold_changes_live_and_bad_values_are_refused(graph, tmp_path):
     listener = graph["listener"]

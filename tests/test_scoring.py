@@ -75,3 +75,18 @@ def test_evaluate_threshold_is_f1_optimal_on_real_run(evaluated):
     f1, thr = brute_force_best_f1(labels, scores)
     assert report["image_f1"] == pytest.approx(f1, abs=1e-6)
     assert report["image_threshold_auto"] == pytest.approx(thr, rel=1e-5)
+
+
+def test_overlay_lut_matches_the_float_colour_map():
+    from matplotlib import colormaps
+
+    from ad_core.viz import overlay
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    heat = rng.random((48, 64)).astype(np.float32) * 1.2 - 0.1  # outside [0, 1] is clipped
+    reference = 0.55 * rgb / 255.0 + 0.45 * colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    got = overlay(rgb, heat)
+    assert got.dtype == np.uint8 and got.shape == rgb.shape
+    assert np.abs(got.astype(int) - (reference * 255 + 0.5).astype(int)).max() <= 3
+    assert overlay(rgb, np.zeros((12, 16), np.float32)).shape == rgb.shape  # any map size is resized

@@ -22,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Vector3Stamped
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -41,9 +41,17 @@ class Counters:
     received: int = 0
     scored: int = 0
     dropped: int = 0
+    maps_skipped: int = 0
     malformed: int = 0
     last_error: str = ""
     latencies_ms: list[float] = field(default_factory=list)
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def stage(self, name: str, ms: float) -> None:
+        """Keep the last 100 timings of one stage of the path a frame takes through the node."""
+        values = self.stages_ms.setdefault(name, [])
+        values.append(ms)
+        del values[:-100]
 
 
 def _confined(path: str | Path, root: str | Path, what: str) -> Path:
@@ -63,7 +71,7 @@ class InspectionNode(Node):
         self.counters = Counters()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._latest: tuple[Any, bool] | None = None  # (message, compressed)
+        self._latest: tuple[Any, bool, float, float] | None = None  # (message, compressed, arrival, stamp age)
         self._frame: tuple[np.ndarray, Any] | None = None  # last converted frame and its header
         self._scorer = None
         self._scorer_lock = threading.Lock()
@@ -84,8 +92,12 @@ class InspectionNode(Node):
             self.create_service(Trigger, f"~/{name}", handler, callback_group=group)
         self.add_on_set_parameters_callback(self._on_parameters)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
+        self._maps: tuple[np.ndarray, np.ndarray, Any] | None = None  # newest (rgb, map, header) to render
+        self._maps_wake = threading.Condition()
         self._worker = threading.Thread(target=self._inference_loop, name="ad_inspect_inference", daemon=True)
         self._worker.start()
+        self._renderer = threading.Thread(target=self._render_loop, name="ad_inspect_maps", daemon=True)
+        self._renderer.start()
 
     # -- parameters --------------------------------------------------------------------------------
     def _declare_parameters(self) -> None:
@@ -160,12 +172,19 @@ class InspectionNode(Node):
 
     def _on_frame(self, msg, compressed: bool) -> None:
         """Keep only the newest frame; one still waiting is dropped (and counted)."""
+        arrival = time.perf_counter()
+        stamp = msg.header.stamp
+        age_ms = (time.time() - stamp.sec - stamp.nanosec * 1e-9) * 1000.0
         with self._wake:
             self.counters.received += 1
             if self._latest is not None:
                 self.counters.dropped += 1
-            self._latest = (msg, compressed)
+            self._latest = (msg, compressed, arrival, age_ms)
             self._wake.notify()
+
+    def _warn(self, text: str) -> None:
+        logger = self.get_logger()
+        getattr(logger, "warning", logger.warn)(text)  # Jazzy+ deprecates warn(); Humble may lack warning()
 
     def _status(self, **info: Any) -> None:
         self.pub_status.publish(String(data=json.dumps(info, default=str)))
@@ -176,7 +195,7 @@ class InspectionNode(Node):
 
         path = path or self._param("model_path")
         if not path:
-            self.get_logger().warn("no model_path set: frames are counted but not scored")
+            self._warn("no model_path set: frames are counted but not scored")
             return "no model_path set"
         target = _confined(path, self._param("models_root"), "model_path")
         scorer = open_scorer(target, self._param("backend") or None)
@@ -193,21 +212,23 @@ class InspectionNode(Node):
                     self._wake.wait(0.5)
                 if self._stop.is_set():
                     return
-                msg, compressed = self._latest
+                msg, compressed, arrival, age_ms = self._latest
                 self._latest = None
+            if 0 <= age_ms < 60_000:  # publisher and node on one clock (same host or synchronised)
+                self.counters.stage("stamp_to_callback", age_ms)
+            self.counters.stage("callback_to_worker", (time.perf_counter() - arrival) * 1000.0)
             try:
                 self._score(msg, compressed)
             except MalformedImage as exc:
                 self.counters.malformed += 1
                 self.counters.last_error = str(exc)
-                self.get_logger().warn(f"malformed frame skipped: {exc}")
+                self._warn(f"malformed frame skipped: {exc}")
             except Exception as exc:  # the node keeps running; the cause is logged and counted
                 self.counters.last_error = f"{type(exc).__name__}: {exc}"
                 self.get_logger().error(f"scoring failed: {self.counters.last_error}")
 
     def _score(self, msg, compressed: bool) -> None:
-        from ad_core.viz import overlay
-
+        t_in = time.perf_counter()
         rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
         x, y, w, h = (int(v) for v in self._param("roi"))
         if w > 0 and h > 0:
@@ -220,7 +241,10 @@ class InspectionNode(Node):
         if scorer is None:
             return
         t0 = time.perf_counter()
+        self.counters.stage("convert", (t0 - t_in) * 1000.0)
         out = scorer([rgb])
+        t1 = time.perf_counter()
+        self.counters.stage("inference", (t1 - t0) * 1000.0)
         threshold = float(self._param("threshold"))
         if threshold < 0:
             threshold = scorer.image_threshold
@@ -234,16 +258,42 @@ class InspectionNode(Node):
         result.header = header
         result.vector.x, result.vector.y, result.vector.z = score, raw, float(decision)
         self.pub_result.publish(result)
+        t2 = time.perf_counter()
+        self.counters.stage("publish_result", (t2 - t1) * 1000.0)
         if self._param("publish_map") or self._param("publish_overlay"):
-            heat = _resize(out.anomaly_map[0], rgb.shape[1], rgb.shape[0])
-            if self._param("publish_map"):
-                self.pub_map.publish(float_to_image(heat, header, Image))
-            if self._param("publish_overlay"):
-                self.pub_overlay.publish(rgb_to_image(overlay(rgb, heat), header, Image))
+            with self._maps_wake:  # rendered on its own thread: the next frame's score never waits for it
+                if self._maps is not None:
+                    self.counters.maps_skipped += 1
+                self._maps = (rgb, out.anomaly_map[0], header)
+                self._maps_wake.notify()
         self.counters.scored += 1
         lat = self.counters.latencies_ms
-        lat.append((time.perf_counter() - t0) * 1000.0)
+        lat.append((t2 - t_in) * 1000.0)
         del lat[:-100]
+
+    def _render_loop(self) -> None:
+        """Publish the newest scored frame's map and overlay; older ones still waiting are skipped."""
+        from ad_core.viz import overlay
+
+        while not self._stop.is_set():
+            with self._maps_wake:
+                while self._maps is None and not self._stop.is_set():
+                    self._maps_wake.wait(0.5)
+                if self._stop.is_set():
+                    return
+                rgb, heat, header = self._maps
+                self._maps = None
+            t0 = time.perf_counter()
+            try:
+                heat = _resize(heat, rgb.shape[1], rgb.shape[0])
+                if self._param("publish_map"):
+                    self.pub_map.publish(float_to_image(heat, header, Image))
+                if self._param("publish_overlay"):
+                    self.pub_overlay.publish(rgb_to_image(overlay(rgb, heat), header, Image))
+            except Exception as exc:  # a failed picture never stops scoring
+                self.counters.last_error = f"map/overlay: {type(exc).__name__}: {exc}"
+                self.get_logger().error(self.counters.last_error)
+            self.counters.stage("map_overlay", (time.perf_counter() - t0) * 1000.0)
 
     # -- services ----------------------------------------------------------------------------------
     def _start_job(self, kind: str, work) -> tuple[bool, str]:
@@ -365,7 +415,9 @@ class InspectionNode(Node):
             "scored": c.scored,
             "dropped": c.dropped,
             "malformed": c.malformed,
+            "maps_skipped": c.maps_skipped,
             "latency_ms_median": round(float(np.median(lat)), 2) if lat else 0.0,
+            **{f"{k}_ms_median": round(float(np.median(v)), 2) for k, v in c.stages_ms.items() if v},
             "model": getattr(self, "model_path", ""),
         }
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
@@ -377,8 +429,9 @@ class InspectionNode(Node):
     def destroy_node(self) -> None:
         """Stop the inference thread, then the node."""
         self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
+        for wake in (self._wake, self._maps_wake):
+            with wake:
+                wake.notify_all()
         super().destroy_node()
 
 
@@ -394,7 +447,9 @@ def main(args: list[str] | None = None) -> None:
     """Entry point (``ros2 run ad_inspect inspection_node``)."""
     rclpy.init(args=args)
     node = InspectionNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    # One executor thread: rclpy's MultiThreadedExecutor adds 1.5-2 ms per frame (bench_ros_node.py).
+    # Inference and map rendering have their own threads, so services and parameters stay responsive.
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
