@@ -45,13 +45,18 @@ def test_onnxruntime_matches_torch_model(model, evaluated, images, tmp_path):
     clear = np.abs(ref_raw - raw_thr) > 2 * RTOL * np.abs(ref_raw)
     assert clear.sum() >= len(images) - 1
     for backend, kwargs in (("onnxruntime", {"onnx_path": path}), ("openvino", {}), ("torch", {})):
-        out = open_scorer(bundle, backend, **kwargs)(images)
+        scorer = open_scorer(bundle, backend, **kwargs)
+        out = scorer(images)
         np.testing.assert_allclose(out.raw_score, ref_raw, rtol=RTOL)
         np.testing.assert_array_equal(out.is_anomaly[clear], (ref_norm >= bundle.image_threshold)[clear])
         ref_map = reference.anomaly_map[:, 0].numpy()
         np.testing.assert_allclose(out.raw_map, ref_map, atol=RTOL * np.abs(ref_map).max())
         assert out.anomaly_map.shape == (len(images), bundle.meta["image_size"], bundle.meta["image_size"])
         assert ((out.score >= 0) & (out.score <= 1)).all()
+        if backend == "onnxruntime":  # busy-waiting threads only where no FAISS search follows the graph
+            options = scorer.runner.session.get_session_options()
+            spin = options.get_session_config_entry("session.intra_op.allow_spinning")
+            assert spin == ("0" if model == "patchcore" else "1")
 
 
 def test_graph_of_another_model_or_size_is_refused(trained, tmp_path):
