@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -315,10 +316,34 @@ def _hide_password(url: str) -> str:
         return url
 
 
+def _schema_race(exc: Exception) -> bool:
+    """Whether ``exc`` is another process creating the same Optuna tables at the same moment."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    return isinstance(exc, IntegrityError) or (isinstance(exc, OperationalError) and "already exists" in str(exc))
+
+
+def _rdb_storage(url: str, engine_kwargs: dict):
+    """``RDBStorage(url)``, retried while another worker is creating the same new database's tables."""
+    import optuna
+    from optuna.storages import RDBStorage
+
+    for attempt in range(6):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
+        except Exception as exc:
+            if attempt == 5 or not _schema_race(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))  # the other worker has made the tables a moment later
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str | Path):
     """An Optuna storage for ``url``: an RDB URL, ``journal:PATH`` / ``*.log`` (journal file) or a path (SQLite)."""
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     url = str(url)
@@ -339,9 +364,7 @@ def open_storage(url: str | Path):
             if not db.parent.is_dir():
                 raise TuneError(f"Optuna storage {url}: folder {db.parent} does not exist")
         kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120)
+        return _rdb_storage(url, kwargs)
     except TuneError:
         raise
     except (ImportError, ModuleNotFoundError) as exc:

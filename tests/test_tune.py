@@ -287,3 +287,23 @@ def test_train_params_file_errors(tmp_path, capsys, sample_root):
         load_best_params(tmp_path / "nope.yaml")
     np.testing.assert_equal(load_best_params(bad).hparams["n_features"], 32)
     assert load_best_params(bad).run_dir == bad.parent.parent
+
+
+def test_workers_starting_together_on_a_new_sqlite_database_all_open_it(tmp_path):
+    """Two workers creating the same new database used to collide on its tables (CI, once)."""
+    db = tmp_path / "new.db"
+    n = 6
+    # every process imports first, then waits until all are ready, then they open the storage at once
+    script = (
+        "import sys, time; from pathlib import Path; from ad_core.tune import open_storage; import optuna\n"
+        f"here = Path({str(tmp_path)!r}); (here / f'ready_{{sys.argv[1]}}').touch()\n"
+        f"while len(list(here.glob('ready_*'))) < {n}: time.sleep(0.001)\n"
+        f"storage = open_storage('sqlite:///{db}')\n"
+        "optuna.create_study(study_name='s', storage=storage, load_if_exists=True)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(i)], stderr=subprocess.PIPE, text=True) for i in range(n)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(e[-600:] for e in errors if e)
+    assert optuna.load_study(study_name="s", storage=open_storage(db)).study_name == "s"
