@@ -54,6 +54,38 @@ class Counters:
         del values[:-100]
 
 
+class NewestSlot:
+    """Hands the newest item from one thread to another, never a queue.
+
+    An item still waiting when a newer one comes is replaced, and ``put`` says so.
+    """
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._ready = threading.Condition()
+
+    def put(self, item: Any) -> bool:
+        """Offer ``item``; True when it replaced one that was still waiting."""
+        with self._ready:
+            replaced = self._item is not None
+            self._item = item
+            self._ready.notify()
+        return replaced
+
+    def take(self, stop: threading.Event) -> Any:
+        """The newest item, waiting for one; None once ``stop`` is set."""
+        with self._ready:
+            while self._item is None and not stop.is_set():
+                self._ready.wait(0.5)
+            item, self._item = self._item, None
+        return None if stop.is_set() else item
+
+    def wake(self) -> None:
+        """Let a waiting ``take`` see that it should stop."""
+        with self._ready:
+            self._ready.notify_all()
+
+
 def _confined(path: str | Path, root: str | Path, what: str) -> Path:
     """``path`` resolved, refused unless it lies inside ``root``."""
     p, r = Path(path).expanduser().resolve(), Path(root).expanduser().resolve()
@@ -69,9 +101,8 @@ class InspectionNode(Node):
         super().__init__("ad_inspect", **kwargs)
         self._declare_parameters()
         self.counters = Counters()
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._latest: tuple[Any, bool, float, float] | None = None  # (message, compressed, arrival, stamp age)
+        self._frames = NewestSlot()  # (message, compressed, arrival, stamp age) for the inference thread
+        self._maps = NewestSlot()  # (rgb, map, header) for the map and overlay thread
         self._frame: tuple[np.ndarray, Any] | None = None  # last converted frame and its header
         self._scorer = None
         self._scorer_lock = threading.Lock()
@@ -92,8 +123,6 @@ class InspectionNode(Node):
             self.create_service(Trigger, f"~/{name}", handler, callback_group=group)
         self.add_on_set_parameters_callback(self._on_parameters)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
-        self._maps: tuple[np.ndarray, np.ndarray, Any] | None = None  # newest (rgb, map, header) to render
-        self._maps_wake = threading.Condition()
         self._worker = threading.Thread(target=self._inference_loop, name="ad_inspect_inference", daemon=True)
         self._worker.start()
         self._renderer = threading.Thread(target=self._render_loop, name="ad_inspect_maps", daemon=True)
@@ -175,12 +204,9 @@ class InspectionNode(Node):
         arrival = time.perf_counter()
         stamp = msg.header.stamp
         age_ms = (time.time() - stamp.sec - stamp.nanosec * 1e-9) * 1000.0
-        with self._wake:
-            self.counters.received += 1
-            if self._latest is not None:
-                self.counters.dropped += 1
-            self._latest = (msg, compressed, arrival, age_ms)
-            self._wake.notify()
+        self.counters.received += 1
+        if self._frames.put((msg, compressed, arrival, age_ms)):
+            self.counters.dropped += 1
 
     def _warn(self, text: str) -> None:
         logger = self.get_logger()
@@ -206,14 +232,8 @@ class InspectionNode(Node):
         return message
 
     def _inference_loop(self) -> None:
-        while not self._stop.is_set():
-            with self._wake:
-                while self._latest is None and not self._stop.is_set():
-                    self._wake.wait(0.5)
-                if self._stop.is_set():
-                    return
-                msg, compressed, arrival, age_ms = self._latest
-                self._latest = None
+        while (item := self._frames.take(self._stop)) is not None:
+            msg, compressed, arrival, age_ms = item
             if 0 <= age_ms < 60_000:  # publisher and node on one clock (same host or synchronised)
                 self.counters.stage("stamp_to_callback", age_ms)
             self.counters.stage("callback_to_worker", (time.perf_counter() - arrival) * 1000.0)
@@ -260,12 +280,10 @@ class InspectionNode(Node):
         self.pub_result.publish(result)
         t2 = time.perf_counter()
         self.counters.stage("publish_result", (t2 - t1) * 1000.0)
-        if self._param("publish_map") or self._param("publish_overlay"):
-            with self._maps_wake:  # rendered on its own thread: the next frame's score never waits for it
-                if self._maps is not None:
-                    self.counters.maps_skipped += 1
-                self._maps = (rgb, out.anomaly_map[0], header)
-                self._maps_wake.notify()
+        wants_maps = self._param("publish_map") or self._param("publish_overlay")
+        # rendered on its own thread: the next frame's score never waits for it
+        if wants_maps and self._maps.put((rgb, out.anomaly_map[0], header)):
+            self.counters.maps_skipped += 1
         self.counters.scored += 1
         lat = self.counters.latencies_ms
         lat.append((t2 - t_in) * 1000.0)
@@ -275,14 +293,8 @@ class InspectionNode(Node):
         """Publish the newest scored frame's map and overlay; older ones still waiting are skipped."""
         from ad_core.viz import overlay
 
-        while not self._stop.is_set():
-            with self._maps_wake:
-                while self._maps is None and not self._stop.is_set():
-                    self._maps_wake.wait(0.5)
-                if self._stop.is_set():
-                    return
-                rgb, heat, header = self._maps
-                self._maps = None
+        while (item := self._maps.take(self._stop)) is not None:
+            rgb, heat, header = item
             t0 = time.perf_counter()
             try:
                 heat = _resize(heat, rgb.shape[1], rgb.shape[0])
@@ -429,9 +441,8 @@ class InspectionNode(Node):
     def destroy_node(self) -> None:
         """Stop the inference thread, then the node."""
         self._stop.set()
-        for wake in (self._wake, self._maps_wake):
-            with wake:
-                wake.notify_all()
+        self._frames.wake()
+        self._maps.wake()
         super().destroy_node()
 
 
