@@ -414,6 +414,7 @@ class InspectionNode(Node):
 
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        # the worker threads add stages while this runs: list() copies the dict in one step
         c = self.counters
         lat = c.latencies_ms
         status = DiagnosticStatus(
@@ -429,7 +430,7 @@ class InspectionNode(Node):
             "malformed": c.malformed,
             "maps_skipped": c.maps_skipped,
             "latency_ms_median": round(float(np.median(lat)), 2) if lat else 0.0,
-            **{f"{k}_ms_median": round(float(np.median(v)), 2) for k, v in c.stages_ms.items() if v},
+            **{f"{k}_ms_median": round(float(np.median(v)), 2) for k, v in list(c.stages_ms.items()) if v},
             "model": getattr(self, "model_path", ""),
         }
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
