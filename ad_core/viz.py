@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -16,15 +17,11 @@ from PIL import Image
 
 from ad_core.fileio import write_bytes_atomic
 
-_JET_LUT: np.ndarray | None = None
 
-
+@functools.cache
 def _jet_lut() -> np.ndarray:
     """The ``jet`` colour map as a 256 x 3 uint8 table (built once)."""
-    global _JET_LUT
-    if _JET_LUT is None:
-        _JET_LUT = (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
-    return _JET_LUT
+    return (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
 
 
 def overlay(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
