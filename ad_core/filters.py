@@ -7,6 +7,9 @@ full 2-D kernel; a normalised 2-D Gaussian is the outer product of two normalise
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,3 +33,30 @@ def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     """Blur every channel of ``(B, C, H, W)`` like anomalib's ``GaussianBlur2d(sigma)``."""
     return blur(x, gaussian_kernel(sigma, x.shape[1]).to(x.dtype))
+
+
+@functools.cache
+def _kernel_1d(sigma: float) -> np.ndarray:
+    return gaussian_kernel(sigma)[0, 0, 0].numpy()
+
+
+def gaussian_blur_numpy(x: np.ndarray, sigma: float = 4.0) -> np.ndarray:
+    """:func:`gaussian_blur` for a numpy array ``(..., H, W)``, on the calling thread (scipy.ndimage).
+
+    scipy's ``mirror`` mode is torch's ``reflect`` padding; the two agree to float rounding
+    (tests/test_scoring.py).
+    """
+    from scipy import ndimage
+
+    g = _kernel_1d(float(sigma))
+    rows = ndimage.correlate1d(np.asarray(x, np.float32), g, axis=-1, mode="mirror")
+    return ndimage.correlate1d(rows, g, axis=-2, mode="mirror")
+
+
+def nearest_resize(x: np.ndarray, size: int) -> np.ndarray:
+    """``F.interpolate(x, size=(size, size))`` (mode ``nearest``) for a numpy ``(..., h, w)`` array."""
+    h, w = x.shape[-2:]
+    # torch picks source index floor(dst * (in / out)), with the scale in float32
+    rows = np.minimum(np.floor(np.arange(size, dtype=np.float32) * np.float32(h / size)).astype(np.int64), h - 1)
+    cols = np.minimum(np.floor(np.arange(size, dtype=np.float32) * np.float32(w / size)).astype(np.int64), w - 1)
+    return x[..., rows[:, None], cols[None, :]]

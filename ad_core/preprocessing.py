@@ -32,11 +32,15 @@ class Preprocess:
         img = Image.fromarray(rgb).resize((self.image_size, self.image_size), Image.BILINEAR)
         return np.asarray(img)
 
-    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
-        """Turn an ``(H, W, 3)`` uint8 RGB image into a ``(3, S, S)`` float32 tensor."""
+    def array(self, rgb: np.ndarray) -> np.ndarray:
+        """Turn an ``(H, W, 3)`` uint8 RGB image into a ``(3, S, S)`` float32 array."""
         arr = self.resize_rgb(rgb).astype(np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        """:meth:`array` as a torch tensor."""
+        return torch.from_numpy(self.array(rgb))
 
     def to_dict(self) -> dict:
         """JSON-ready form for meta.json."""

@@ -3,7 +3,9 @@
 For each model, on the same images (one at a time, as a camera delivers them, from the decoded
 RGB uint8 image to score + map) this measures:
 
-* ``ours``: ``ad_core.runtime.open_scorer(run)`` (ONNX Runtime; PatchCore's bank searched by FAISS);
+* ``ours``: ``ad_core.runtime.open_scorer(run)`` (ONNX Runtime; PatchCore's bank searched by the pruned
+  exact :class:`ad_core.knn.CellIndex`);
+* ``ours faiss`` (PatchCore): the same with FAISS's brute-force ``IndexFlatL2`` for the bank;
 * ``ours openvino``: the same graph on our OpenVINO backend (f32, so scores match the other backends),
   and with ``precision="bf16"`` (opt-in, scores within about 1 %);
 * ``anomalib torch``: anomalib's Lightning module (pre-processor, torch model, post-processor) holding
@@ -142,6 +144,9 @@ def bench_model(model: str, tmp: Path, category: str, images: list[np.ndarray], 
     paths = {}
     ours = open_scorer(bundle)  # the default runtime: ONNX Runtime
     paths["ours"] = lambda i: ours([images[i % len(images)]])
+    if model == "patchcore":  # the same runtime with FAISS's brute-force IndexFlatL2 instead of the pruned search
+        ours_faiss = open_scorer(bundle, bank_search="faiss")
+        paths["ours_faiss"] = lambda i: ours_faiss([images[i % len(images)]])
     try:
         ours_ov = open_scorer(bundle, "openvino")
         ours_bf16 = open_scorer(bundle, "openvino", precision="bf16")
@@ -227,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     head = (
         "ours",
+        "ours_faiss",
         "ours_openvino",
         "ours_openvino_bf16",
         "anomalib_torch",

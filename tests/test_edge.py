@@ -22,7 +22,7 @@ from ad_core.data.images import list_images
 from ad_core.data.layout import resolve_category
 from ad_core.fileio import load_npz, sha256
 from ad_core.models import FitConfig, create_model
-from ad_core.scoring import image_auroc
+from ad_core.scoring import denormalize, image_auroc
 
 # ONNX Runtime and PyTorch run different kernels; raw scores agree to about 1e-6 relative here.
 RTOL = 1e-4
@@ -116,7 +116,16 @@ def test_train_retrain_convtrt_infer(model, trained, new_root, tmp_path, capsys,
     raw = np.array([float(r["raw_score"]) for r in rows])
     np.testing.assert_allclose(raw, ref.pred_score.numpy(), rtol=RTOL)
     expected = engine_bundle.normalize(ref.pred_score.numpy()) >= engine_bundle.image_threshold
-    assert [r["decision"] == "anomaly" for r in rows] == expected.tolist()
+    # the threshold is an original test image's score; where the retrained model scores that image
+    # the same (its nearest rows are old ones), it sits on the threshold and either side is right
+    m = engine_bundle.meta
+    raw_thr = denormalize(
+        engine_bundle.image_threshold, m["image_threshold_auto"], m["raw_image_min"], m["raw_image_max"]
+    )
+    clear = np.abs(ref.pred_score.numpy() - raw_thr) > 2 * RTOL * np.abs(raw_thr)
+    assert clear.sum() >= len(rows) - 1
+    decisions = np.array([r["decision"] == "anomaly" for r in rows])
+    np.testing.assert_array_equal(decisions[clear], expected[clear])
     labels = np.array([s.label for s in data.test])
     assert image_auroc(labels, raw) >= AUROC_BAR[model]
 

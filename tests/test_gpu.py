@@ -62,8 +62,14 @@ def test_faiss_gpu_index_matches_cpu(trained, images):
     cpu.index = faiss.IndexFlatL2(bank.shape[1])
     cpu.index.add(bank)
     batch = torch.stack([scorer.preprocess(im) for im in images])
-    embedding = torch.from_numpy(scorer.runner(batch.numpy())[0])
+    embedding = scorer.runner(batch.numpy())[0]
     gpu_score, gpu_map = scorer.search(embedding, scorer.image_size)
     cpu_score, cpu_map = cpu(embedding, scorer.image_size)
-    np.testing.assert_allclose(gpu_score.numpy(), cpu_score.numpy(), rtol=1e-4)
-    np.testing.assert_allclose(gpu_map.numpy(), cpu_map.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gpu_score, cpu_score, rtol=1e-4)
+    np.testing.assert_allclose(gpu_map, cpu_map, rtol=1e-4, atol=1e-4)
+    # and the CPU default, the pruned exact search, agrees with both
+    cells_score, cells_map = PatchcoreSearch(bank, scorer.search.num_neighbors, engine="cells")(
+        embedding, scorer.image_size
+    )
+    np.testing.assert_allclose(cells_score, gpu_score, rtol=1e-4)
+    np.testing.assert_allclose(cells_map, gpu_map, rtol=1e-4, atol=1e-4)

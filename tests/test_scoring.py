@@ -90,3 +90,30 @@ def test_overlay_lut_matches_the_float_colour_map():
     assert got.dtype == np.uint8 and got.shape == rgb.shape
     assert np.abs(got.astype(int) - (reference * 255 + 0.5).astype(int)).max() <= 3
     assert overlay(rgb, np.zeros((12, 16), np.float32)).shape == rgb.shape  # any map size is resized
+
+
+@pytest.mark.parametrize("size", [(1, 1, 256, 256), (2, 1, 40, 56), (1, 3, 17, 17)])
+def test_blurs_match_anomalibs_full_2d_gaussian(size):
+    """The separable torch blur (graphs) and the numpy one (PatchCore's runtime) are anomalib's blur."""
+    import torch
+    from anomalib.models.components import GaussianBlur2d
+
+    from ad_core.filters import gaussian_blur, gaussian_blur_numpy
+
+    x = torch.from_numpy(np.random.default_rng(1).random(size, dtype=np.float32) * 5)
+    sigma = 4.0
+    kernel = 2 * int(4.0 * sigma + 0.5) + 1
+    reference = GaussianBlur2d(sigma=(sigma, sigma), channels=size[1], kernel_size=(kernel, kernel))(x).numpy()
+    np.testing.assert_allclose(gaussian_blur(x).numpy(), reference, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gaussian_blur_numpy(x.numpy()), reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("h", "w", "out"), [(32, 32, 256), (16, 16, 128), (28, 28, 224), (25, 19, 200), (7, 7, 5)])
+def test_nearest_resize_matches_torch(h, w, out):
+    import torch
+    import torch.nn.functional as F
+
+    from ad_core.filters import nearest_resize
+
+    x = np.random.default_rng(2).random((2, 1, h, w), dtype=np.float32)
+    np.testing.assert_array_equal(nearest_resize(x, out), F.interpolate(torch.from_numpy(x), size=(out, out)).numpy())

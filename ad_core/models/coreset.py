@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from numba import njit
 
+from ad_core.knn import kmeans_cells
+
 
 def random_projection(x: torch.Tensor, proj_dim: int, seed: int = 0) -> torch.Tensor:
     """Project rows of ``x`` to ``proj_dim`` dimensions with a Gaussian matrix (no-op if narrower)."""
@@ -60,37 +62,6 @@ def k_center_greedy_plain(
         min_d[idx] = 0.0
         idx = int(torch.argmax(min_d))
     return selected
-
-
-def _blocks(z: torch.Tensor, block_size: int, seed: int) -> tuple[np.ndarray, ...]:
-    """Group points into k-means cells: (order, starts, ends, centres, radii)."""
-    n = z.shape[0]
-    n_blocks = max(1, n // block_size)
-    gen = torch.Generator().manual_seed(seed)
-    sample = z[torch.randperm(n, generator=gen)[: min(n, 64 * n_blocks)]]
-    centres = sample[torch.randperm(len(sample), generator=gen)[:n_blocks]].clone()
-    for _ in range(6):  # Lloyd iterations on a sample
-        assign = torch.cdist(sample, centres).argmin(1)
-        sums = torch.zeros_like(centres).index_add_(0, assign, sample)
-        counts = torch.bincount(assign, minlength=n_blocks).clamp_min(1).unsqueeze(1)
-        centres = torch.where(counts > 1, sums / counts, centres)
-    assign = torch.cat([torch.cdist(chunk, centres).argmin(1) for chunk in z.split(65536)])
-    order = torch.argsort(assign, stable=True)
-    counts = torch.bincount(assign, minlength=n_blocks)
-    ends = torch.cumsum(counts, 0)
-    starts = ends - counts
-    keep = counts > 0
-    zs = z[order]
-    exact = torch.zeros_like(centres).index_add_(0, assign, z) / counts.clamp_min(1).unsqueeze(1)
-    dist = (zs - exact[assign[order]]).norm(dim=1)
-    radii = torch.zeros(n_blocks).scatter_reduce_(0, assign[order], dist, "amax")
-    return (
-        order.numpy(),
-        starts[keep].numpy().astype(np.int64),
-        ends[keep].numpy().astype(np.int64),
-        exact[keep].numpy().astype(np.float32),
-        radii[keep].numpy().astype(np.float32),
-    )
 
 
 @njit(cache=True, fastmath=False)
@@ -172,7 +143,7 @@ def k_center_greedy(
     if not 1 <= k <= n:
         raise ValueError(f"coreset size must be between 1 and {n}, got {k}")
     z = random_projection(x.cpu(), proj_dim, seed)
-    order, starts, ends, centres, radii = _blocks(z, block_size, seed)
+    order, starts, ends, centres, radii = kmeans_cells(z, block_size, seed)
     zs = np.ascontiguousarray(z.numpy()[order])
     sq = (zs**2).sum(1)
     if existing is None:

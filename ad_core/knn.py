@@ -1,0 +1,176 @@
+"""Exact nearest-neighbour search in a fixed bank, pruned with the triangle inequality.
+
+PatchCore scores an image by the distance of each of its patch embeddings to the nearest row of the
+memory bank (1,024 patches against about 8,000 rows of width 152 at 256 px). A brute-force search
+(FAISS ``IndexFlatL2``) computes every one of those distances; on a 2-core CPU that matrix product
+alone takes longer than the backbone. :class:`CellIndex` gives the same neighbours while computing
+about 3 % of them:
+
+* At build time the bank is grouped into k-means cells (:func:`kmeans_cells`, the same cells the
+  coreset's pruned greedy uses); each cell keeps its centre, and each row its distance to that
+  centre.
+* Per query, the distances to the ~100 centres are computed first, and the nearest cell is
+  scanned first, which gives a close upper bound on the answer; any other cell
+  whose ``|q - centre| - radius`` exceeds that bound cannot hold a nearer row and is skipped, and
+  inside the cells that remain, any row whose ``| |q - centre| - |row - centre| |`` exceeds it is
+  skipped too.
+* The distances that are computed are direct sums of squared differences in float32, so they are
+  more accurate than the ``|q|^2 + |b|^2 - 2 q.b`` expansion a BLAS search uses (``bench/`` and
+  ``tests/test_knn.py`` compare both against float64).
+
+The bounds carry a margin for float rounding, so a row is only skipped when it is farther away by
+more than the rounding error: the result is the brute-force result, except that of two rows at the
+same distance to within rounding either may be returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+
+# reassociation lets LLVM vectorise the sums of squares; no-NaN/no-Inf flags are not set because
+# the kernel compares against +inf-like sentinels
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def kmeans_cells(z: torch.Tensor, cell_size: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Group rows into about ``len(z) / cell_size`` k-means cells: (order, starts, ends, centres, radii).
+
+    ``z[order]`` lists the rows cell by cell; cell ``c`` holds rows ``starts[c]:ends[c]`` of that order,
+    ``centres[c]`` is the mean of its rows and ``radii[c]`` the largest distance of one to it. Empty
+    cells are dropped. Six Lloyd iterations on a sample are enough: the cells only need to be compact,
+    not optimal.
+    """
+    n = z.shape[0]
+    n_blocks = max(1, n // cell_size)
+    gen = torch.Generator().manual_seed(seed)
+    sample = z[torch.randperm(n, generator=gen)[: min(n, 64 * n_blocks)]]
+    centres = sample[torch.randperm(len(sample), generator=gen)[:n_blocks]].clone()
+    for _ in range(6):  # Lloyd iterations on a sample
+        assign = torch.cdist(sample, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, sample)
+        counts = torch.bincount(assign, minlength=n_blocks).clamp_min(1).unsqueeze(1)
+        centres = torch.where(counts > 1, sums / counts, centres)
+    assign = torch.cat([torch.cdist(chunk, centres).argmin(1) for chunk in z.split(65536)])
+    order = torch.argsort(assign, stable=True)
+    counts = torch.bincount(assign, minlength=n_blocks)
+    ends = torch.cumsum(counts, 0)
+    starts = ends - counts
+    keep = counts > 0
+    zs = z[order]
+    exact = torch.zeros_like(centres).index_add_(0, assign, z) / counts.clamp_min(1).unsqueeze(1)
+    dist = (zs - exact[assign[order]]).norm(dim=1)
+    radii = torch.zeros(n_blocks).scatter_reduce_(0, assign[order], dist, "amax")
+    return (
+        order.numpy(),
+        starts[keep].numpy().astype(np.int64),
+        ends[keep].numpy().astype(np.int64),
+        exact[keep].numpy().astype(np.float32),
+        radii[keep].numpy().astype(np.float32),
+    )
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+def _sq_dist(a, b):  # pragma: no cover - jit
+    s = np.float32(0.0)
+    for t in range(a.shape[0]):
+        diff = a[t] - b[t]
+        s += diff * diff
+    return s
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
+def _scan_cell(qi, bank, j0, j1, lc, hc, row_r, top_d, top_i, slack):  # pragma: no cover - jit
+    """Offer rows ``j0:j1`` of one cell to the query's ``top_d``/``top_i`` (k best, ascending)."""
+    k = top_d.shape[0]
+    for j in range(j0, j1):
+        gap = max(lc - row_r[j], row_r[j] - hc)  # |q - row| is at least this
+        if gap > 0.0 and gap * gap > top_d[k - 1] * slack:
+            continue
+        s = _sq_dist(qi, bank[j])
+        if s < top_d[k - 1]:  # insert, keeping the k best in ascending order
+            m = k - 1
+            while m > 0 and top_d[m - 1] > s:
+                top_d[m] = top_d[m - 1]
+                top_i[m] = top_i[m - 1]
+                m -= 1
+            top_d[m] = s
+            top_i[m] = j
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def _scan(q, bank, centres, starts, ends, radii, row_r, out_d, out_i, slack):  # pragma: no cover - jit
+    """The k nearest rows of ``bank`` for each query; ``out_d``/``out_i`` are ``(n, k)``, ascending.
+
+    Every distance is a float32 sum of squares, within a factor ``slack`` of the exact one; the
+    bounds take the pessimistic end of that range, so no row that could be nearer is skipped.
+    """
+    k = out_d.shape[1]
+    n_cells = starts.shape[0]
+    centre_d2 = np.empty(n_cells, np.float64)
+    for i in range(q.shape[0]):
+        qi = q[i]
+        top_d = out_d[i]
+        top_i = out_i[i]
+        top_d[:] = np.inf
+        top_i[:] = -1
+        for c in range(n_cells):
+            centre_d2[c] = _sq_dist(qi, centres[c])
+        first = np.argmin(centre_d2)  # the nearest cell first: it gives a tight bound early
+        for step in range(n_cells + 1):
+            c = first if step == 0 else step - 1
+            if step > 0 and c == first:
+                continue
+            lc = np.sqrt(centre_d2[c] / slack)  # |q - centre| is at least this
+            gap = lc - radii[c]
+            if gap > 0.0 and gap * gap > top_d[k - 1] * slack:
+                continue
+            hc = np.sqrt(centre_d2[c] * slack)  # and at most this
+            _scan_cell(qi, bank, starts[c], ends[c], lc, hc, row_r, top_d, top_i, slack)
+
+
+class CellIndex:
+    """Exact k-nearest-neighbour search over a fixed ``(N, D)`` float32 bank (squared L2, like FAISS).
+
+    ``search(queries, k)`` returns ``(squared distances, indices)``, both ``(n, k)``, nearest first,
+    with the indices into the bank as given. Single-threaded and GIL-free, so a caller's other threads
+    (a ROS executor, ONNX Runtime) keep running.
+    """
+
+    def __init__(self, bank: np.ndarray, cell_size: int = 64, seed: int = 0) -> None:
+        bank = np.ascontiguousarray(bank, np.float32)
+        if bank.ndim != 2 or bank.shape[0] == 0:
+            raise ValueError(f"the bank must be a non-empty (N, D) array, got shape {bank.shape}")
+        self.ntotal, self.d = bank.shape
+        order, self.starts, self.ends, centres, _ = kmeans_cells(torch.from_numpy(bank), cell_size, seed)
+        self.order = order.astype(np.int64)
+        self.rows = np.ascontiguousarray(bank[order])
+        self.centres = centres.astype(np.float32)
+        cell_of_row = np.repeat(np.arange(len(self.starts)), self.ends - self.starts)
+        # distances of rows to their centre in float64, rounded outwards a little
+        centres64 = self.centres.astype(np.float64)
+        row_r = np.sqrt(((self.rows.astype(np.float64) - centres64[cell_of_row]) ** 2).sum(1))
+        self.row_r = row_r * (1 + 1e-7)
+        self.radii = np.zeros(len(self.starts))
+        np.maximum.at(self.radii, cell_of_row, self.row_r)
+        self.search(self.rows[:1], 1)  # compile (or load the cached kernel) now, not on the first frame
+
+    @property
+    def n_cells(self) -> int:
+        """Number of k-means cells the bank is split into."""
+        return len(self.starts)
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances and bank indices of the ``k`` nearest rows of each query, ``(n, k)`` each."""
+        q = np.ascontiguousarray(queries, np.float32)
+        if q.ndim != 2 or q.shape[1] != self.d:
+            raise ValueError(f"queries of shape {q.shape} do not match a bank of width {self.d}")
+        if not 1 <= k <= self.ntotal:
+            raise ValueError(f"k must be between 1 and the bank size {self.ntotal}, got {k}")
+        # a float32 sum of d squares is within about d * 2**-24 (relative) of the exact one; allow 4x
+        slack = 1.0 + 4.0 * self.d * 2.0**-24
+        out_d = np.empty((len(q), k), np.float32)
+        out_i = np.empty((len(q), k), np.int64)
+        _scan(q, self.rows, self.centres, self.starts, self.ends, self.radii, self.row_r, out_d, out_i, slack)
+        return out_d, self.order[out_i]

@@ -1,0 +1,111 @@
+"""The pruned exact search finds what a float64 brute force finds, and PatchCore scores through it match FAISS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ad_core.data.images import read_image
+from ad_core.data.layout import resolve_category
+from ad_core.errors import BundleError
+from ad_core.knn import CellIndex
+from ad_core.runtime import PatchcoreSearch, open_scorer
+
+
+def clustered(n, d, seed, spread=1.0):
+    """Rows around 40 centres, like patch embeddings of a few textures."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((40, d)) * 4
+    return (centres[rng.integers(40, size=n)] + rng.standard_normal((n, d)) * spread).astype(np.float32)
+
+
+def brute_force(queries, bank, k):
+    d2 = ((queries.astype(np.float64)[:, None, :] - bank.astype(np.float64)[None]) ** 2).sum(-1)
+    order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d2, order, 1), order, d2
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(3000, 152, 1), (3000, 152, 9), (500, 17, 3), (40, 8, 1)])
+def test_same_neighbours_as_float64_brute_force(n, d, k):
+    bank = clustered(n, d, seed=n + d)
+    # queries near the bank (normal patches) and far from it (defects), as PatchCore sees them
+    near = bank[np.random.default_rng(1).integers(n, size=150)] + 0.3 * clustered(150, d, seed=2, spread=0.1)
+    far = clustered(50, d, seed=3, spread=3.0)
+    queries = np.concatenate([near, far]).astype(np.float32)
+    index = CellIndex(bank)
+    got_d2, got_i = index.search(queries, k)
+    ref_d2, ref_i, all_d2 = brute_force(queries, bank, k)
+    assert got_d2.shape == got_i.shape == (len(queries), k)
+    np.testing.assert_allclose(got_d2, ref_d2, rtol=1e-5, atol=1e-6)
+    # the returned rows really are at the returned distances
+    np.testing.assert_allclose(np.take_along_axis(all_d2, got_i, 1), ref_d2, rtol=1e-5, atol=1e-6)
+    # and they are the brute-force rows wherever the next row is farther by more than rounding
+    distinct = np.diff(np.sort(all_d2, 1)[:, : k + 1], axis=1)[:, -1] > 1e-4 * ref_d2[:, -1] + 1e-6
+    assert distinct.mean() > 0.9
+    np.testing.assert_array_equal(np.sort(got_i[distinct], 1), np.sort(ref_i[distinct], 1))
+
+
+def test_more_accurate_than_the_blas_expansion():
+    """FAISS's |q|^2 + |b|^2 - 2 q.b (its BLAS path, taken for a patch grid's 1,024 queries) loses
+    digits for near neighbours of long vectors; direct sums do not."""
+    import faiss
+
+    bank = clustered(4000, 152, seed=5) * 10
+    queries = bank[:1024] + np.float32(0.01)
+    ref_d2 = brute_force(queries, bank, 1)[0][:, 0]
+    ours = CellIndex(bank).search(queries, 1)[0][:, 0]
+    flat = faiss.IndexFlatL2(152)
+    flat.add(bank)
+    theirs = flat.search(queries, 1)[0][:, 0]
+    our_err = np.abs(ours - ref_d2) / ref_d2
+    assert our_err.max() < 1e-5
+    assert (np.abs(theirs - ref_d2) / ref_d2).max() > 100 * our_err.max()
+
+
+def test_small_banks_duplicates_and_exact_hits():
+    single = CellIndex(np.ones((1, 4), np.float32))
+    d2, idx = single.search(np.zeros((2, 4), np.float32), 1)
+    np.testing.assert_allclose(d2, [[4.0], [4.0]])
+    assert (idx == 0).all()
+    bank = np.repeat(clustered(30, 6, seed=7), 3, axis=0)  # every row three times
+    index = CellIndex(bank)
+    d2, idx = index.search(bank[::3], 3)
+    np.testing.assert_array_equal(d2, 0.0)  # exact hits, three copies each
+    np.testing.assert_array_equal(np.sort(idx, 1) // 3, np.arange(30)[:, None].repeat(3, 1))
+    all_d2, all_i = index.search(bank[:2], len(bank))  # k = the whole bank: a full ranking
+    assert sorted(all_i[0]) == list(range(len(bank)))
+    assert (np.diff(all_d2, axis=1) >= 0).all()
+
+
+def test_bad_input_is_refused_with_the_shapes():
+    with pytest.raises(ValueError, match=r"non-empty \(N, D\)"):
+        CellIndex(np.zeros((0, 4), np.float32))
+    index = CellIndex(clustered(100, 8, seed=0))
+    with pytest.raises(ValueError, match="width 8"):
+        index.search(np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="between 1 and the bank size 100"):
+        index.search(np.zeros((3, 8), np.float32), 101)
+    with pytest.raises(BundleError, match="choose one of auto, cells, faiss"):
+        PatchcoreSearch(np.ones((4, 3), np.float32), engine="kdtree")
+
+
+def test_patchcore_scores_with_cells_match_faiss(trained, sample_root):
+    run = trained("patchcore")
+    data = resolve_category(sample_root, "Sample_brick")
+    images = [read_image(s.path) for s in data.test]
+    cells = open_scorer(run, bank_search="cells")
+    flat = open_scorer(run, bank_search="faiss")
+    assert (cells.search.engine, flat.search.engine) == ("cells", "faiss")
+    assert open_scorer(run).search.engine == "cells"  # the CPU default
+    a, b = cells(images), flat(images)
+    np.testing.assert_allclose(a.raw_score, b.raw_score, rtol=1e-4)
+    np.testing.assert_allclose(a.raw_map, b.raw_map, rtol=1e-3, atol=1e-3 * np.abs(b.raw_map).max())
+    np.testing.assert_array_equal(a.is_anomaly, b.is_anomaly)
+    # both against float64 brute force on the embeddings themselves
+    batch = torch.stack([cells.preprocess(im) for im in images[:3]])
+    emb = cells.runner(batch.numpy())[0]
+    flat_q = emb.transpose(0, 2, 3, 1).reshape(-1, emb.shape[1])
+    ref = brute_force(flat_q, cells.search.bank.numpy(), 1)[0][:, 0]
+    got = cells.search.index.search(flat_q, 1)[0][:, 0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
