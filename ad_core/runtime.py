@@ -62,8 +62,9 @@ class PatchcoreSearch:
 
     ``engine``: ``"auto"`` (default) uses FAISS's GPU index where a GPU build of FAISS sees a GPU, and
     otherwise :class:`ad_core.knn.CellIndex`, an exact search that skips the bank rows the triangle
-    inequality rules out (about 3x faster than FAISS's brute force on a CPU, same neighbours);
-    ``"cells"`` forces that one; ``"faiss"`` forces FAISS's ``IndexFlatL2`` (GPU index when possible).
+    inequality rules out and hands calls where that does not pay to FAISS (same neighbours as brute
+    force); ``"cells"`` forces that one; ``"faiss"`` forces FAISS's ``IndexFlatL2`` (GPU index when
+    possible).
     """
 
     def __init__(

@@ -13,11 +13,24 @@ from ad_core.knn import CellIndex
 from ad_core.runtime import PatchcoreSearch, open_scorer
 
 
-def clustered(n, d, seed, spread=1.0):
-    """Rows around 40 centres, like patch embeddings of a few textures."""
+def clustered(n, d, seed, spread=1.0, intrinsic=6):
+    """Rows around 40 centres, each cluster spread over a few directions (patch embeddings of a few
+    textures have a low intrinsic dimension), plus a little noise in all of them."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((40, d)) * 4
-    return (centres[rng.integers(40, size=n)] + rng.standard_normal((n, d)) * spread).astype(np.float32)
+    basis = rng.standard_normal((min(intrinsic, d), d)) / np.sqrt(min(intrinsic, d))
+    z = rng.standard_normal((n, len(basis))) * spread
+    return (centres[rng.integers(40, size=n)] + z @ basis + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+
+
+def near_and_far(bank, n_near, n_far, seed=1):
+    """Queries as PatchCore sees them: mostly close to some row (normal patches), a few far (defects)."""
+    rng = np.random.default_rng(seed)
+    rows = bank[rng.integers(len(bank), size=n_near + n_far)]
+    noise = rng.standard_normal(rows.shape).astype(np.float32)
+    noise[:n_near] *= 0.1
+    noise[n_near:] *= 2.0
+    return rows + noise
 
 
 def brute_force(queries, bank, k):
@@ -26,15 +39,28 @@ def brute_force(queries, bank, k):
     return np.take_along_axis(d2, order, 1), order, d2
 
 
-@pytest.mark.parametrize(("n", "d", "k"), [(3000, 152, 1), (3000, 152, 9), (500, 17, 3), (40, 8, 1)])
-def test_same_neighbours_as_float64_brute_force(n, d, k):
+def uniform(n, d, seed):
+    """Rows with no structure at all: the bounds rule out almost nothing."""
+    return np.random.default_rng(seed).random((n, d), dtype=np.float32)
+
+
+@pytest.mark.parametrize("fallback", [True, False], ids=["auto", "pruned-only"])
+@pytest.mark.parametrize(
+    ("n", "d", "k", "prunes"), [(3000, 152, 1, True), (3000, 152, 9, True), (500, 17, 3, None), (40, 8, 1, False)]
+)
+def test_same_neighbours_as_float64_brute_force(n, d, k, prunes, fallback):
     bank = clustered(n, d, seed=n + d)
-    # queries near the bank (normal patches) and far from it (defects), as PatchCore sees them
-    near = bank[np.random.default_rng(1).integers(n, size=150)] + 0.3 * clustered(150, d, seed=2, spread=0.1)
-    far = clustered(50, d, seed=3, spread=3.0)
-    queries = np.concatenate([near, far]).astype(np.float32)
-    index = CellIndex(bank)
+    queries = near_and_far(bank, 190, 10)
+    index = CellIndex(bank, fallback=fallback)
     got_d2, got_i = index.search(queries, k)
+    if not fallback or prunes:  # a large clustered bank: the pruned scan pays and answers everything
+        assert index.stats == {"pruned": len(queries), "faiss": 0}
+    elif prunes is False:  # 40 rows are a single cell: nothing to prune, FAISS answers after the probe
+        assert index.stats["faiss"] > 0.8 * len(queries)
+    assert_exact(queries, bank, k, got_d2, got_i)
+
+
+def assert_exact(queries, bank, k, got_d2, got_i):
     ref_d2, ref_i, all_d2 = brute_force(queries, bank, k)
     assert got_d2.shape == got_i.shape == (len(queries), k)
     np.testing.assert_allclose(got_d2, ref_d2, rtol=1e-5, atol=1e-6)
@@ -44,6 +70,30 @@ def test_same_neighbours_as_float64_brute_force(n, d, k):
     distinct = np.diff(np.sort(all_d2, 1)[:, : k + 1], axis=1)[:, -1] > 1e-4 * ref_d2[:, -1] + 1e-6
     assert distinct.mean() > 0.9
     np.testing.assert_array_equal(np.sort(got_i[distinct], 1), np.sort(ref_i[distinct], 1))
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_unstructured_bank_goes_to_faiss_and_stays_exact(k):
+    """When the bounds rule out little, the call is handed to FAISS; distances are still direct sums."""
+    bank, queries = uniform(3000, 64, seed=0) * 100, uniform(1024, 64, seed=1) * 100
+    # a few queries next to a row, where FAISS's expansion loses digits; off the probe's stride
+    queries[1::64] = bank[:16] + np.float32(0.01)
+    index = CellIndex(bank)
+    first = index.search(queries, k)
+    assert index.computed_share > CellIndex.pays_below  # the probe saw that pruning does not pay
+    assert index.stats["faiss"] > 0.8 * len(queries)
+    assert_exact(queries, bank, k, *first)
+    near_d2 = brute_force(queries[1::64], bank, 1)[0][:, 0]
+    np.testing.assert_allclose(first[0][1::64, 0], near_d2, rtol=1e-5)  # recomputed as direct sums
+    for _ in range(CellIndex.reprobe_every - 1):  # FAISS answers whole calls now, without probing
+        index.search(queries, k)
+    assert index.stats["pruned"] < 0.2 * len(queries)
+    index.search(queries, k)  # a fresh probe
+    assert index.stats["pruned"] > 0
+    # with pruning forced, the same answer, the slow way
+    forced = CellIndex(bank, fallback=False)
+    assert_exact(queries, bank, k, *forced.search(queries, k))
+    assert forced.stats["faiss"] == 0
 
 
 def test_more_accurate_than_the_blas_expansion():
