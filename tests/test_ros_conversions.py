@@ -89,3 +89,56 @@ def test_malformed_messages_are_refused_with_the_field_named(change, message):
         setattr(m, k, v)
     with pytest.raises(MalformedImage, match=message):
         image_to_rgb(m)
+
+
+@pytest.mark.parametrize("frame_id", ["", "c", "cam", "camera_7", "a_longer_frame_id_0123"])  # every alignment
+def test_serialized_frames_are_read_in_place_like_rclpy_reads_them(frame_id):
+    serialization = pytest.importorskip("rclpy.serialization", reason="rclpy is not installed")
+    from sensor_msgs.msg import CompressedImage
+    from sensor_msgs.msg import Image as ImageMsg
+
+    from ad_inspect.conversions import parse_compressed, parse_image
+
+    rng = np.random.default_rng(len(frame_id))
+    for encoding, arr in (("rgb8", RGB), ("mono16", rng.integers(0, 65535, (5, 7), dtype=np.uint16))):
+        m = ImageMsg()
+        m.header.frame_id, m.header.stamp.sec, m.header.stamp.nanosec = frame_id, 1_764_633_600, 999_999_999
+        m.height, m.width, m.encoding, m.is_bigendian = arr.shape[0], arr.shape[1], encoding, 0
+        m.step, m.data = arr.nbytes // arr.shape[0], arr.tobytes()
+        raw = serialization.serialize_message(m)
+        got = parse_image(raw)
+        assert (got.header.frame_id, got.header.stamp.sec, got.header.stamp.nanosec) == (
+            frame_id,
+            1_764_633_600,
+            999_999_999,
+        )
+        assert (got.height, got.width, got.encoding, got.is_bigendian, got.step) == (
+            m.height, m.width, m.encoding, 0, m.step
+        )  # fmt: skip
+        assert bytes(got.data) == arr.tobytes()
+        np.testing.assert_array_equal(image_to_rgb(got), image_to_rgb(serialization.deserialize_message(raw, ImageMsg)))
+    c = CompressedImage()
+    c.header.frame_id, c.format, c.data = frame_id, "jpeg", bytes(range(200))
+    got = parse_compressed(serialization.serialize_message(c))
+    assert (got.header.frame_id, got.format, bytes(got.data)) == (frame_id, "jpeg", bytes(range(200)))
+
+
+def test_big_endian_cdr_and_truncated_bytes():
+    import struct
+
+    from ad_inspect.conversions import parse_image
+
+    def s(text):
+        b = text.encode() + b"\0"
+        return struct.pack(">I", len(b)) + b
+
+    body = struct.pack(">iI", 3, 4) + s("cam")  # header: stamp, frame_id (8 bytes: aligned)
+    body += struct.pack(">II", 2, 3) + s("rgb8") + b"\x01" + b"\0" * 2 + struct.pack(">I", 9)
+    body += struct.pack(">I", 18) + bytes(range(18))
+    got = parse_image(b"\x00\x00\x00\x00" + body)  # representation 0x0000: CDR, big endian
+    assert (got.header.stamp.sec, got.header.frame_id, got.height, got.width, got.encoding) == (3, "cam", 2, 3, "rgb8")
+    assert (got.is_bigendian, got.step, bytes(got.data)) == (1, 9, bytes(range(18)))
+    with pytest.raises(MalformedImage, match="serialized message ends at byte"):
+        parse_image(b"\x00\x00\x00\x00" + body[:-5])
+    with pytest.raises(MalformedImage, match="not plain CDR"):
+        parse_image(b"\x00\x0a\x00\x00" + body)

@@ -189,11 +189,32 @@ def test_scores_maps_and_overlays_carry_the_frame_headers(graph, tmp_path):
     # /diagnostics splits the node's latency into stages; paced frames never skip a map
     listener.wait(lambda: "inference_ms_median" in listener.diagnostics[-1], what="stage timings")
     diag = {k: float(v) for k, v in listener.diagnostics[-1].items() if k != "model"}
-    stages = ("stamp_to_callback", "callback_to_worker", "convert", "inference", "publish_result", "map_overlay")
+    stages = ("stamp_to_callback", "take_newest", "convert", "inference", "publish_result", "map_overlay")
     assert all(diag[f"{s}_ms_median"] >= 0 for s in stages), diag
     assert 0 < diag["inference_ms_median"] <= diag["latency_ms_median"]
     assert diag["stamp_to_callback_ms_median"] < 1000  # same clock: the transport takes milliseconds
     assert diag["maps_skipped"] == 0 and diag["scored"] >= len(ids)
+
+
+def test_a_burst_is_not_queued_the_newest_frame_is_scored_and_the_rest_counted(graph, tmp_path):
+    """Frames sent faster than the model scores them: the node scores the newest, drops and counts the rest."""
+    listener = graph["listener"]
+    listener.wait(lambda: "dropped" in listener.diagnostics[-1], what="diagnostics")
+    before = {k: int(listener.diagnostics[-1][k]) for k in ("received", "dropped", "scored")}
+    good = frames(graph["data"], 3)
+    burst = [{**good[i % 3], "frame_id": f"burst_{i}", "pause": 0} for i in range(12)]
+    publish(burst, tmp_path)
+    listener.wait(lambda: "burst_11" in listener.results, what="the burst's last (newest) frame")
+    scored = [f["frame_id"] for f in burst if f["frame_id"] in listener.results]
+    assert len(scored) < len(burst), "every frame of a burst was scored: frames were queued"
+    time.sleep(1.5)  # the next diagnostics carry the counts
+    after = {k: int(listener.diagnostics[-1][k]) for k in ("received", "dropped", "scored")}
+    dropped = after["dropped"] - before["dropped"]
+    assert dropped >= 1 and after["scored"] - before["scored"] == len(scored)
+    # every frame taken was either scored or passed over; frames beyond the sensor-data queue's 5 may
+    # have been discarded by DDS before the node could take them
+    taken = after["received"] - before["received"]
+    assert taken == len(scored) + dropped and taken <= len(burst)
 
 
 def test_threshold_changes_live_and_bad_values_are_refused(graph, tmp_path):

@@ -57,6 +57,10 @@ def test_onnxruntime_matches_torch_model(model, evaluated, images, tmp_path):
             options = scorer.runner.session.get_session_options()
             spin = options.get_session_config_entry("session.intra_op.allow_spinning")
             assert spin == ("0" if model == "patchcore" else "1")
+            quiet = open_scorer(bundle, backend, spinning=False, **kwargs)  # as the ROS node opens it
+            options = quiet.runner.session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+            np.testing.assert_allclose(quiet(images).raw_score, out.raw_score, rtol=1e-6)
 
 
 def test_graph_of_another_model_or_size_is_refused(trained, tmp_path):

@@ -7,6 +7,8 @@ node can log it, count it and go on.
 from __future__ import annotations
 
 import io
+import struct
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -21,6 +23,72 @@ SUPPORTED = (*CHANNELS, *WIDE, *BAYER, *YUV)
 
 class MalformedImage(ValueError):
     """The message cannot be turned into an RGB image; the text says why."""
+
+
+class _Cdr:
+    """Reads the plain CDR of a serialized ROS 2 message (XCDR1 or XCDR2, either byte order)."""
+
+    def __init__(self, raw) -> None:
+        self.buf = memoryview(raw).cast("B")
+        if len(self.buf) < 4:
+            raise MalformedImage(f"serialized message of {len(self.buf)} bytes: too short for a CDR header")
+        kind = self.buf[1]  # representation id, big endian: 0/1 CDR, 6/7 plain CDR2 (even: big endian)
+        if self.buf[0] != 0 or kind not in (0, 1, 6, 7):
+            raise MalformedImage(f"serialized message with representation {bytes(self.buf[:2]).hex()}: not plain CDR")
+        self.order = "<" if kind % 2 else ">"
+        self.pos = 4  # alignment counts from the end of the 4-byte encapsulation header
+
+    def _take(self, n: int, align: int) -> memoryview:
+        self.pos += -(self.pos - 4) % align
+        if self.pos + n > len(self.buf):
+            raise MalformedImage(f"serialized message ends at byte {len(self.buf)}, a field needs {self.pos + n}")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u32(self) -> int:
+        return struct.unpack(self.order + "I", self._take(4, 4))[0]
+
+    def i32(self) -> int:
+        return struct.unpack(self.order + "i", self._take(4, 4))[0]
+
+    def u8(self) -> int:
+        return self._take(1, 1)[0]
+
+    def string(self) -> str:
+        n = self.u32()
+        return bytes(self._take(n, 1)).rstrip(b"\0").decode("utf-8", "replace")
+
+    def octets(self) -> memoryview:
+        return self._take(self.u32(), 1)
+
+    def header(self) -> SimpleNamespace:
+        stamp = SimpleNamespace(sec=self.i32(), nanosec=self.u32())
+        return SimpleNamespace(stamp=stamp, frame_id=self.string())
+
+
+def parse_image(raw) -> SimpleNamespace:
+    """A serialized ``sensor_msgs/Image`` (a raw subscription's bytes) with the message's fields.
+
+    ``data`` is a view into ``raw``, not a copy; ``header`` has ``stamp.sec``, ``stamp.nanosec`` and
+    ``frame_id``. Reading the bytes directly skips rclpy's conversion of the pixels into a Python
+    message, which costs a copy of every frame.
+    """
+    cdr = _Cdr(raw)
+    header = cdr.header()
+    height, width, encoding = cdr.u32(), cdr.u32(), cdr.string()
+    is_bigendian, step = cdr.u8(), cdr.u32()
+    return SimpleNamespace(
+        header=header, height=height, width=width, encoding=encoding, is_bigendian=is_bigendian, step=step,
+        data=cdr.octets(),
+    )  # fmt: skip
+
+
+def parse_compressed(raw) -> SimpleNamespace:
+    """A serialized ``sensor_msgs/CompressedImage`` with ``header``, ``format`` and ``data`` (a view)."""
+    cdr = _Cdr(raw)
+    header = cdr.header()
+    return SimpleNamespace(header=header, format=cdr.string(), data=cdr.octets())
 
 
 def _rows(msg, bytes_per_pixel: float) -> np.ndarray:
