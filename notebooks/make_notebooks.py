@@ -136,6 +136,8 @@ def main() -> None:
     """Write the four notebooks."""
     for title, (model, size, trials, epochs) in MODELS.items():
         nb = new_notebook(cells=cells(title, model, size, trials, epochs))
+        for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same bytes
+            cell.id = f"{title.lower()}-{i:02d}"
         nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
         nb.metadata["language_info"] = {"name": "python"}
         nbformat.write(nb, HERE / f"{title}.ipynb")
