@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ad_core.errors import BundleError, ConfigError
 from ad_core.fileio import load_npz, sha256, write_json_atomic
-from ad_core.models import AnomalyModel, get_spec
+from ad_core.models.registry import get_spec
 from ad_core.preprocessing import Preprocess
 from ad_core.scoring import DEFAULT_NORMALIZED_THRESHOLD, denormalize, normalize
+
+if TYPE_CHECKING:  # the models import torch and anomalib: only load_bundle needs them
+    from ad_core.models import AnomalyModel
 
 META_REQUIRED = ("model", "image_size", "weights_pth")
 
@@ -184,7 +186,7 @@ def load_bundle(
         raise BundleError(f"{where}: the model was trained for image_size {meta['image_size']}, not {image_size}")
     check_meta_numbers(meta, where)
     hparams = {p.name: meta[p.name] for p in spec.all_params() if p.name in meta}
-    ad_model = spec.factory(**spec.validate(hparams))
+    ad_model = spec.model_class(**spec.validate(hparams))
     weights_file = Path(weights) if weights is not None else folder / meta["weights_pth"]
     if not weights_file.is_file():
         raise BundleError(
@@ -192,6 +194,8 @@ def load_bundle(
         )
     if weights is None:
         _check_sha(folder, meta, meta["weights_pth"])
+    import torch
+
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -25,13 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ad_core.bundle import Bundle
-from ad_core.errors import BundleError
 from ad_core.fileio import write_bytes_atomic
 from ad_core.filters import blur, gaussian_kernel
+from ad_core.graph_io import EMBEDDING_OUTPUT, META_PREFIX, SCORE_OUTPUTS, onnx_metadata
 
-META_PREFIX = "ad_inspect."
-EMBEDDING_OUTPUT = "embedding"
-SCORE_OUTPUTS = ("pred_score", "anomaly_map")
+__all__ = ["EMBEDDING_OUTPUT", "SCORE_OUTPUTS", "export_onnx", "onnx_bytes", "onnx_metadata", "scoring_graph"]
+
 # meta.json keys copied into the ONNX file so that a lone model.onnx can be scored
 EMBEDDED_META_KEYS = (
     "model",
@@ -156,19 +155,3 @@ def export_onnx(bundle: Bundle, path: str | Path, opset: int = 17) -> Path:
     path = Path(path)
     write_bytes_atomic(path, onnx_bytes(bundle, opset))
     return path
-
-
-def onnx_metadata(model_bytes_or_path: bytes | str | Path, name: str | Path | None = None) -> dict[str, str]:
-    """The ``ad_inspect.*`` metadata of an ONNX model; a file that is not ONNX raises :class:`BundleError`."""
-    name = name or (model_bytes_or_path if not isinstance(model_bytes_or_path, bytes) else "ONNX model")
-    try:
-        if isinstance(model_bytes_or_path, bytes):
-            model = onnx.load_from_string(model_bytes_or_path)
-        else:
-            model = onnx.load(str(model_bytes_or_path), load_external_data=False)
-    except Exception as exc:
-        raise BundleError(f"{name}: not a readable ONNX model ({type(exc).__name__})") from exc
-    meta = {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
-    if not meta.get("model"):
-        raise BundleError(f"{name}: an ONNX model without ad_inspect metadata; export it with `ad-core convtrt`")
-    return meta

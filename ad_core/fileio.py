@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -37,6 +36,8 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 
 def save_torch_atomic(path: str | Path, obj: Any) -> None:
     """``torch.save`` a state dict (tensors and plain data only) atomically."""
+    import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes_atomic(path, buf.getvalue())

@@ -8,22 +8,37 @@ full 2-D kernel; a normalised 2-D Gaussian is the outer product of two normalise
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
+
+
+@functools.cache
+def gaussian_kernel_1d(sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian of size ``2 * int(4 sigma + 0.5) + 1`` (anomalib's), float32."""
+    size = 2 * int(4.0 * sigma + 0.5) + 1
+    x = np.arange(size, dtype=np.float32) - np.float32(size // 2)
+    g = np.exp(-(x**2) / np.float32(2 * sigma**2))
+    g = (g / g.sum()).astype(np.float32)
+    g.flags.writeable = False  # cached and shared
+    return g
 
 
 def gaussian_kernel(sigma: float, channels: int = 1) -> torch.Tensor:
-    """Normalised 1-D Gaussian of size ``2 * int(4 sigma + 0.5) + 1`` (anomalib's), as ``(C, 1, 1, k)``."""
-    size = 2 * int(4.0 * sigma + 0.5) + 1
-    x = torch.arange(size, dtype=torch.float32) - size // 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return (g / g.sum()).view(1, 1, 1, size).repeat(channels, 1, 1, 1).contiguous()
+    """:func:`gaussian_kernel_1d` as a torch ``(C, 1, 1, k)`` depthwise kernel."""
+    import torch
+
+    g = torch.tensor(gaussian_kernel_1d(float(sigma)))
+    return g.view(1, 1, 1, -1).repeat(channels, 1, 1, 1).contiguous()
 
 
 def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Depthwise blur with reflect padding (same size out) by a ``(C, 1, 1, k)`` kernel, rows then columns."""
+    import torch.nn.functional as F
+
     k = kernel.shape[-1]
     x = F.pad(x, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
     x = F.conv2d(x, kernel, groups=kernel.shape[0])
@@ -35,11 +50,6 @@ def gaussian_blur(x: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     return blur(x, gaussian_kernel(sigma, x.shape[1]).to(x.dtype))
 
 
-@functools.cache
-def _kernel_1d(sigma: float) -> np.ndarray:
-    return gaussian_kernel(sigma)[0, 0, 0].numpy()
-
-
 def gaussian_blur_numpy(x: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     """:func:`gaussian_blur` for a numpy array ``(..., H, W)``, on the calling thread (scipy.ndimage).
 
@@ -48,7 +58,7 @@ def gaussian_blur_numpy(x: np.ndarray, sigma: float = 4.0) -> np.ndarray:
     """
     from scipy import ndimage
 
-    g = _kernel_1d(float(sigma))
+    g = gaussian_kernel_1d(float(sigma))
     rows = ndimage.correlate1d(np.asarray(x, np.float32), g, axis=-1, mode="mirror")
     return ndimage.correlate1d(rows, g, axis=-2, mode="mirror")
 

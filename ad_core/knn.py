@@ -30,7 +30,6 @@ same distance to within rounding either may be returned.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from numba import njit
 
 # reassociation lets LLVM vectorise the sums of squares; no-NaN/no-Inf flags are not set because
@@ -38,41 +37,56 @@ from numba import njit
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
-def kmeans_cells(z: torch.Tensor, cell_size: int, seed: int) -> tuple[np.ndarray, ...]:
+def _nearest_centre(x: np.ndarray, centres: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Index of the nearest centre of each row (``|c|^2 - 2 x.c``: ``|x|^2`` is the same per row), in chunks."""
+    c2 = (centres**2).sum(1)
+    out = np.empty(len(x), np.int64)
+    for s in range(0, len(x), chunk):
+        d = x[s : s + chunk] @ centres.T
+        d *= -2.0
+        d += c2
+        out[s : s + chunk] = d.argmin(1)
+    return out
+
+
+def _cell_means(x: np.ndarray, assign: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean row of each cell (zero for an empty one) and the cell sizes."""
+    order = np.argsort(assign, kind="stable")
+    counts = np.bincount(assign, minlength=n_cells)
+    sums = np.zeros((n_cells, x.shape[1]), np.float64)
+    filled = counts > 0
+    starts = (np.cumsum(counts) - counts)[filled]
+    sums[filled] = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64)
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32), counts
+
+
+def kmeans_cells(z: np.ndarray, cell_size: int, seed: int) -> tuple[np.ndarray, ...]:
     """Group rows into about ``len(z) / cell_size`` k-means cells: (order, starts, ends, centres, radii).
 
     ``z[order]`` lists the rows cell by cell; cell ``c`` holds rows ``starts[c]:ends[c]`` of that order,
     ``centres[c]`` is the mean of its rows and ``radii[c]`` the largest distance of one to it. Empty
     cells are dropped. Six Lloyd iterations on a sample are enough: the cells only need to be compact,
-    not optimal.
+    not optimal (they only decide what the triangle inequality can skip, never a result).
     """
+    z = np.ascontiguousarray(z, np.float32)
     n = z.shape[0]
     n_blocks = max(1, n // cell_size)
-    gen = torch.Generator().manual_seed(seed)
-    sample = z[torch.randperm(n, generator=gen)[: min(n, 64 * n_blocks)]]
-    centres = sample[torch.randperm(len(sample), generator=gen)[:n_blocks]].clone()
+    rng = np.random.default_rng(seed)
+    sample = z[rng.permutation(n)[: min(n, 64 * n_blocks)]]
+    centres = sample[rng.permutation(len(sample))[:n_blocks]].copy()
     for _ in range(6):  # Lloyd iterations on a sample
-        assign = torch.cdist(sample, centres).argmin(1)
-        sums = torch.zeros_like(centres).index_add_(0, assign, sample)
-        counts = torch.bincount(assign, minlength=n_blocks).clamp_min(1).unsqueeze(1)
-        centres = torch.where(counts > 1, sums / counts, centres)
-    assign = torch.cat([torch.cdist(chunk, centres).argmin(1) for chunk in z.split(65536)])
-    order = torch.argsort(assign, stable=True)
-    counts = torch.bincount(assign, minlength=n_blocks)
-    ends = torch.cumsum(counts, 0)
+        means, counts = _cell_means(sample, _nearest_centre(sample, centres), n_blocks)
+        centres = np.where(counts[:, None] > 1, means, centres)
+    assign = _nearest_centre(z, centres)
+    exact, counts = _cell_means(z, assign, n_blocks)
+    order = np.argsort(assign, kind="stable")
+    ends = np.cumsum(counts)
     starts = ends - counts
     keep = counts > 0
-    zs = z[order]
-    exact = torch.zeros_like(centres).index_add_(0, assign, z) / counts.clamp_min(1).unsqueeze(1)
-    dist = (zs - exact[assign[order]]).norm(dim=1)
-    radii = torch.zeros(n_blocks).scatter_reduce_(0, assign[order], dist, "amax")
-    return (
-        order.numpy(),
-        starts[keep].numpy().astype(np.int64),
-        ends[keep].numpy().astype(np.int64),
-        exact[keep].numpy().astype(np.float32),
-        radii[keep].numpy().astype(np.float32),
-    )
+    dist = np.sqrt(((z[order] - exact[assign[order]]) ** 2).sum(1))
+    radii = np.zeros(n_blocks, np.float32)
+    np.maximum.at(radii, assign[order], dist)
+    return order, starts[keep].astype(np.int64), ends[keep].astype(np.int64), exact[keep], radii[keep]
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
@@ -191,7 +205,7 @@ class CellIndex:
         if bank.ndim != 2 or bank.shape[0] == 0:
             raise ValueError(f"the bank must be a non-empty (N, D) array, got shape {bank.shape}")
         self.ntotal, self.d = bank.shape
-        order, self.starts, self.ends, centres, _ = kmeans_cells(torch.from_numpy(bank), cell_size, seed)
+        order, self.starts, self.ends, centres, _ = kmeans_cells(bank, cell_size, seed)
         self.order = order.astype(np.int64)
         self.rows = np.ascontiguousarray(bank[order])
         self.centres = centres.astype(np.float32)

@@ -7,10 +7,13 @@ feeds the graph identical tensors.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +43,8 @@ class Preprocess:
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         """:meth:`array` as a torch tensor."""
+        import torch
+
         return torch.from_numpy(self.array(rgb))
 
     def to_dict(self) -> dict:

@@ -24,21 +24,24 @@ follow anomalib's formulas, with the 33x33 Gaussian blur done as two separable p
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ad_core.bundle import Bundle, bundle_dir, check_meta_numbers, load_bundle, normalize_with, read_meta
 from ad_core.errors import BundleError
-from ad_core.export import EMBEDDING_OUTPUT, SCORE_OUTPUTS, graph_kind, onnx_bytes, onnx_metadata, scoring_graph
 from ad_core.fileio import load_npz, sha256
 from ad_core.filters import gaussian_blur_numpy, nearest_resize
+from ad_core.graph_io import EMBEDDING_OUTPUT, SCORE_OUTPUTS, onnx_metadata
 from ad_core.preprocessing import Preprocess
 from ad_core.scoring import DEFAULT_NORMALIZED_THRESHOLD, denormalize
+
+if TYPE_CHECKING:
+    import torch
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "bf16")
@@ -80,7 +83,7 @@ class PatchcoreSearch:
         if bank.ndim != 2 or bank.shape[0] == 0 or not np.isfinite(bank).all():
             raise BundleError(f"{source}: the memory bank must be a finite (N, D) array with N > 0, got {bank.shape}")
         self.source = source
-        self.bank = torch.from_numpy(bank)
+        self.bank = bank
         self.num_neighbors = int(num_neighbors)
         self.on_gpu = False
         if engine in ("auto", "faiss"):
@@ -129,7 +132,7 @@ class PatchcoreSearch:
         max_patches = patch_scores.argmax(1)
         score = patch_scores[rows, max_patches]
         if self.num_neighbors > 1:  # anomalib's re-weighting by the nearest sample's neighbourhood
-            bank = self.bank.numpy()
+            bank = self.bank
             max_features = flat.reshape(b, h * w, d)[rows, max_patches]
             nn_sample = bank[locations[rows, max_patches]]
             _, support = self._search(nn_sample, min(self.num_neighbors, len(bank)))
@@ -211,6 +214,8 @@ class TorchRunner:
     backend = "torch"
 
     def __init__(self, bundle: Bundle) -> None:
+        from ad_core.export import graph_kind, scoring_graph
+
         self.graph = scoring_graph(bundle)
         self.output_names = [EMBEDDING_OUTPUT] if graph_kind(bundle) == "embedding" else list(SCORE_OUTPUTS)
         module = bundle.model.module
@@ -219,6 +224,8 @@ class TorchRunner:
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the graph."""
+        import torch
+
         with torch.no_grad():
             out = self.graph(torch.from_numpy(batch))
         return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
@@ -230,6 +237,8 @@ class TrtRunner:  # pragma: no cover - needs TensorRT and an NVIDIA GPU (tests/t
     backend = "tensorrt"
 
     def __init__(self, plan: bytes, path: Path) -> None:
+        import torch
+
         try:
             import tensorrt as trt
         except ImportError as exc:
@@ -258,6 +267,8 @@ class TrtRunner:  # pragma: no cover - needs TensorRT and an NVIDIA GPU (tests/t
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         """Copy in, execute, copy out."""
+        import torch
+
         with torch.cuda.stream(self.stream):
             x = torch.from_numpy(batch).cuda(non_blocking=True)
             self.context.set_input_shape("image", tuple(x.shape))
@@ -333,7 +344,7 @@ class Scorer:
         """Raw scores ``(B,)`` and raw maps ``(B, S, S)`` of a preprocessed batch."""
         if batch.shape[-1] != self.image_size or batch.shape[-2] != self.image_size:
             raise BundleError(f"input of size {tuple(batch.shape[-2:])}: this model takes {self.image_size} px")
-        array = batch.numpy() if isinstance(batch, torch.Tensor) else batch
+        array = batch.numpy() if _is_tensor(batch) else batch
         outs = self.runner(np.ascontiguousarray(array, np.float32))
         if self.search is not None:
             score, amap = self.search(outs[0], self.image_size)
@@ -347,11 +358,17 @@ class Scorer:
         ``threshold`` is normalised (0-1); default meta.json's ``image_threshold``.
         """
         # numpy, not torch.stack: torch's worker threads would busy-wait on the other cores afterwards
-        batch = images if isinstance(images, torch.Tensor) else np.stack([self.preprocess.array(im) for im in images])
+        batch = images if _is_tensor(images) else np.stack([self.preprocess.array(im) for im in images])
         raw, raw_map = self.raw(batch)
         thr = self.image_threshold if threshold is None else float(threshold)
         score = np.atleast_1d(self.normalize(raw))
         return ScoreBatch(raw, score, score >= thr, self.normalize(raw_map), raw_map)
+
+
+def _is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor, without importing torch (no tensor exists before torch is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _engine_meta(path: Path, meta_json: str | Path | None, embedded: dict[str, str] | None) -> tuple[dict, Path]:
@@ -537,6 +554,8 @@ def _from_bundle(
     if backend == "tensorrt":
         raise BundleError(f"{bundle.path}: TensorRT runs a built engine: run `ad-core convtrt` and open its model.plan")
     if onnx_path is None:
+        from ad_core.export import onnx_bytes
+
         model_bytes = onnx_bytes(bundle)
     else:
         model_bytes = Path(onnx_path).read_bytes()

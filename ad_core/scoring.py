@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 DEFAULT_NORMALIZED_THRESHOLD = 0.5
 
@@ -38,6 +37,8 @@ def best_f1_threshold(labels, scores) -> dict[str, float]:
     scores = np.asarray(scores, dtype=np.float64)
     if labels.min(initial=1) == labels.max(initial=0):
         raise ValueError("the F1 threshold needs both normal and anomalous images")
+    from sklearn.metrics import precision_recall_curve  # imported here: the runtime never needs sklearn
+
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / (precision + recall + 1e-10)
     best = int(np.argmax(f1[:-1])) if len(thresholds) else 0
@@ -51,6 +52,8 @@ def best_f1_threshold(labels, scores) -> dict[str, float]:
 
 def image_auroc(labels, scores) -> float:
     """Area under the ROC curve of image scores (anomaly = positive)."""
+    from sklearn.metrics import roc_auc_score
+
     return float(roc_auc_score(np.asarray(labels, dtype=int), np.asarray(scores, dtype=np.float64)))
 
 

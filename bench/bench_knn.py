@@ -67,7 +67,7 @@ def bench_data(name: str, root: Path, category: str, test: list[Path], models: P
 
     run = train("patchcore", category, root, models, image_size=256, coreset_ratio=0.1, progress=False)
     scorer = open_scorer(load_bundle(run))
-    bank = scorer.search.bank.numpy()
+    bank = scorer.search.bank
     queries = []
     for path in test:
         emb = scorer.runner(np.stack([scorer.preprocess.array(read_image(path))]))[0]

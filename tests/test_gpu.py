@@ -56,7 +56,7 @@ def test_faiss_gpu_index_matches_cpu(trained, images):
         pytest.skip("FAISS-GPU path not exercised: faiss has no GPU build or sees no GPU here")
     scorer = open_scorer(trained("patchcore"))
     assert scorer.search.on_gpu
-    bank = scorer.search.bank.numpy()
+    bank = scorer.search.bank
     cpu = PatchcoreSearch.__new__(PatchcoreSearch)
     cpu.__dict__.update(scorer.search.__dict__)
     cpu.index = faiss.IndexFlatL2(bank.shape[1])

@@ -156,6 +156,6 @@ def test_patchcore_scores_with_cells_match_faiss(trained, sample_root):
     batch = torch.stack([cells.preprocess(im) for im in images[:3]])
     emb = cells.runner(batch.numpy())[0]
     flat_q = emb.transpose(0, 2, 3, 1).reshape(-1, emb.shape[1])
-    ref = brute_force(flat_q, cells.search.bank.numpy(), 1)[0][:, 0]
+    ref = brute_force(flat_q, cells.search.bank, 1)[0][:, 0]
     got = cells.search.index.search(flat_q, 1)[0][:, 0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)

@@ -1,7 +1,12 @@
-"""Anomaly models: one registry, one factory."""
+"""Anomaly models: one registry, one factory.
 
-from ad_core.models.base import AnomalyModel, FitConfig, TrainingStopped
+The registry (names, hyperparameters) imports nothing heavy; the model classes and their base
+(torch, anomalib) are imported on first use.
+"""
+
 from ad_core.models.registry import ModelSpec, Param, create_model, get_spec, list_models, register_model
+
+_FROM_BASE = ("AnomalyModel", "FitConfig", "TrainingStopped")
 
 __all__ = [
     "AnomalyModel",
@@ -14,3 +19,11 @@ __all__ = [
     "list_models",
     "register_model",
 ]
+
+
+def __getattr__(name: str):
+    if name in _FROM_BASE:
+        from ad_core.models import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'ad_core.models' has no attribute {name!r}")

@@ -8,24 +8,6 @@ from typing import Any
 from ad_core.backbones import DEFAULT_LAYERS, load_backbone_weights, resolve_weights
 from ad_core.errors import ConfigError
 from ad_core.models.base import AnomalyModel, FitConfig
-from ad_core.models.registry import Param
-
-BACKBONE_PARAMS = (
-    Param(
-        "backbone",
-        str,
-        "tf_efficientnet_lite0",
-        "ImageNet CNN the features come from (tf_efficientnet_lite0 works offline; others need weights)",
-        choices=("tf_efficientnet_lite0", "resnet18", "resnet34", "resnet50", "wide_resnet50_2"),
-    ),
-    Param(
-        "layers",
-        str,
-        None,
-        "backbone layers to take features from (default depends on the backbone)",
-        multiple=True,
-    ),
-)
 
 
 @functools.cache

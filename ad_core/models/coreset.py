@@ -143,7 +143,7 @@ def k_center_greedy(
     if not 1 <= k <= n:
         raise ValueError(f"coreset size must be between 1 and {n}, got {k}")
     z = random_projection(x.cpu(), proj_dim, seed)
-    order, starts, ends, centres, radii = kmeans_cells(z, block_size, seed)
+    order, starts, ends, centres, radii = kmeans_cells(z.numpy(), block_size, seed)
     zs = np.ascontiguousarray(z.numpy()[order])
     sq = (zs**2).sum(1)
     if existing is None:

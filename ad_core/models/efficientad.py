@@ -36,7 +36,6 @@ from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.data.images import read_image
 from ad_core.errors import ConfigError, WeightsNotFoundError
 from ad_core.models.base import AnomalyModel, FitConfig, TrainingStopped, train_loop
-from ad_core.models.registry import ModelSpec, Param, register_model
 from ad_core.preprocessing import UNIT_SCALE, Preprocess
 
 SKIMAGE_PHOTOS = (
@@ -268,41 +267,3 @@ class EfficientAd(AnomalyModel):
         result = train_loop(self, params, step, val_loss, train, val, batch, self.hparams["learning_rate"], 20)
         self._map_quantiles(val or train, cfg)
         return result
-
-
-register_model(
-    ModelSpec(
-        name="efficientad",
-        dir_name="EfficientAD",
-        factory=EfficientAd,
-        params=(
-            Param("model_size", str, "small", "student/teacher size", choices=("small", "medium")),
-            Param(
-                "learning_rate",
-                float,
-                1e-4,
-                "Adam learning rate of student and auto-encoder",
-                low=1e-6,
-                high=1e-2,
-                log=True,
-            ),
-            Param(
-                "distill_steps",
-                int,
-                200,
-                "teacher distillation steps when no pretrained teacher is staged",
-                low=1,
-                high=100000,
-            ),
-            Param("teacher_weights", str, None, "pretrained_teacher_<size>.pth to use instead of distilling"),
-            Param(
-                "penalty_dir",
-                str,
-                None,
-                "folder of ImageNet-like images for the penalty loss (e.g. imagenette2)",
-            ),
-        ),
-        trained=True,
-        description="EfficientAD (Batzner et al. 2024): student-teacher + auto-encoder; offline teacher fallback",
-    )
-)

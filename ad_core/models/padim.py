@@ -13,9 +13,8 @@ from tqdm.auto import tqdm
 
 from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.errors import BundleError, ConfigError
-from ad_core.models.backbone_model import BACKBONE_PARAMS, BackboneModel
+from ad_core.models.backbone_model import BackboneModel
 from ad_core.models.base import FitConfig, TrainingStopped
-from ad_core.models.registry import ModelSpec, Param, register_model
 
 
 class Padim(BackboneModel):
@@ -155,25 +154,3 @@ class Padim(BackboneModel):
             if cov.shape != tuple(inv.shape):
                 raise BundleError(f"stats.npz: covariance has shape {cov.shape}, expected {tuple(inv.shape)}")
             self.covariance = cov
-
-
-register_model(
-    ModelSpec(
-        name="padim",
-        dir_name="PaDiM",
-        factory=Padim,
-        params=(
-            *BACKBONE_PARAMS,
-            Param(
-                "n_features",
-                int,
-                100,
-                "number of random feature channels kept for the Gaussian",
-                low=2,
-                high=2048,
-            ),
-        ),
-        trained=False,
-        description="PaDiM (Defard et al. 2021): per-position Gaussian of patch features, Mahalanobis distance",
-    )
-)

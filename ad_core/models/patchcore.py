@@ -13,10 +13,9 @@ from tqdm.auto import tqdm
 
 from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.errors import BundleError
-from ad_core.models.backbone_model import BACKBONE_PARAMS, BackboneModel
+from ad_core.models.backbone_model import BackboneModel
 from ad_core.models.base import FitConfig, TrainingStopped
 from ad_core.models.coreset import k_center_greedy
-from ad_core.models.registry import ModelSpec, Param, register_model
 
 
 class PatchCore(BackboneModel):
@@ -107,27 +106,3 @@ class PatchCore(BackboneModel):
                 f"({self.hparams['backbone']}, layers {self.hparams['layers']}) needs (N, {width}) with N > 0"
             )
         self.module.memory_bank = bank
-
-
-register_model(
-    ModelSpec(
-        name="patchcore",
-        dir_name="PatchCore",
-        factory=PatchCore,
-        params=(
-            *BACKBONE_PARAMS,
-            Param(
-                "coreset_ratio",
-                float,
-                0.1,
-                "fraction of patch features kept in the memory bank",
-                low=1e-4,
-                high=1.0,
-                log=True,
-            ),
-            Param("num_neighbors", int, 9, "neighbours used to re-weight the image score", low=1, high=50),
-        ),
-        trained=False,
-        description="PatchCore (Roth et al. 2022): nearest-neighbour patch distances to a coreset memory bank",
-    )
-)

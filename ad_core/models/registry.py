@@ -1,12 +1,14 @@
 """One explicit registry of anomaly models and one factory (timm's ``register_model``/``create_model``).
 
 Each model declares its hyperparameters as :class:`Param` rows (default, range, help); the CLI,
-the tuner and the panels are generated from them.
+the tuner and the panels are generated from them. The specs live in :mod:`ad_core.models.specs`,
+which imports nothing heavy: listing models, building the CLI and validating hyperparameters never
+import anomalib or torch. A spec names its class as ``"module:Class"``, imported on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,15 +60,21 @@ COMMON_PARAMS = (Param("image_size", int, 256, "side of the square image the mod
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: CLI name, run-directory name, class and hyperparameters."""
+    """A registered model: CLI name, run-directory name, class (``"module:Class"``) and hyperparameters."""
 
     name: str
     dir_name: str
-    factory: Callable[..., Any]
+    factory: str
     params: tuple[Param, ...]
     trained: bool
     description: str
     defaults: dict = field(default_factory=dict)
+
+    @property
+    def model_class(self) -> type:
+        """The model's class, imported on first use (its module imports torch and anomalib)."""
+        module, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
     def all_params(self) -> tuple[Param, ...]:
         """The model's own parameters plus the common ones."""
@@ -116,15 +124,9 @@ def get_spec(name: str) -> ModelSpec:
 def create_model(name: str, **hparams: Any):
     """Build an untrained model by name with validated hyperparameters."""
     spec = get_spec(name)
-    return spec.factory(**spec.validate(hparams))
-
-
-MODEL_MODULES = ("patchcore", "padim", "efficientad", "vae")  # registration (and listing) order
+    return spec.model_class(**spec.validate(hparams))
 
 
 def _ensure_loaded() -> None:
     if not _REGISTRY:
-        import importlib
-
-        for module in MODEL_MODULES:
-            importlib.import_module(f"ad_core.models.{module}")
+        importlib.import_module("ad_core.models.specs")

@@ -12,7 +12,6 @@ import torch
 from ad_core.data.images import read_image
 from ad_core.errors import ConfigError
 from ad_core.models.base import AnomalyModel, FitConfig, train_loop
-from ad_core.models.registry import ModelSpec, Param, register_model
 from ad_core.models.vae_torch import VAEModel, vae_loss
 from ad_core.preprocessing import UNIT_SCALE, Preprocess
 
@@ -76,39 +75,6 @@ class VAE(AnomalyModel):
             60,
             max_grad_norm=100.0,
         )
-
-
-register_model(
-    ModelSpec(
-        name="vae",
-        dir_name="VAE",
-        factory=VAE,
-        params=(
-            Param(
-                "latent_dim",
-                int,
-                128,
-                "size of the latent vector (smaller = stronger compression)",
-                low=2,
-                high=2048,
-                log=True,
-            ),
-            Param("learning_rate", float, 1e-3, "Adam learning rate", low=1e-5, high=1e-1, log=True),
-            Param(
-                "enc_channels",
-                int,
-                [32, 64, 128],
-                "channels of the encoder blocks (each halves the size)",
-                low=1,
-                high=1024,
-                multiple=True,
-            ),
-            Param("kl_weight", float, 1.0, "weight of the KL term in the loss", low=0.0, high=100.0),
-        ),
-        trained=True,
-        description="Variational auto-encoder (seed 004); score = per-pixel reconstruction error",
-    )
-)
 
 
 def _to_uint8(chw: torch.Tensor) -> np.ndarray:
