@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,7 @@ class PatchcoreSearch:
             raise BundleError(
                 f"{self.source}: memory bank width {self.width} does not match the graph's embedding width {d}"
             )
+        start = time.perf_counter()
         flat = np.ascontiguousarray(embedding.transpose(0, 2, 3, 1).reshape(-1, d))
         dist, loc = self._search(flat, 1)
         patch_scores, locations = dist.reshape(b, h * w), loc.reshape(b, h * w)
@@ -139,6 +141,7 @@ class PatchcoreSearch:
             distances = np.sqrt(((bank[support] - max_features[:, None, :]) ** 2).sum(-1))
             softmax = np.exp(distances - distances.max(1, keepdims=True))
             score = (1.0 - softmax[:, 0] / softmax.sum(1)) * score
+        self.search_ms = (time.perf_counter() - start) * 1000.0
         return score.astype(np.float32), gaussian_blur_numpy(
             nearest_resize(patch_scores.reshape(b, 1, h, w), image_size)
         )
@@ -304,6 +307,9 @@ class Scorer:
         bundle: Bundle | None = None,
     ) -> None:
         self.meta, self.runner, self.search, self.source, self.bundle = meta, runner, search, source, bundle
+        self.timings: dict[str, float] = {}
+        """Milliseconds of the last call's stages: ``preprocess``, ``graph``, ``bank_search`` (PatchCore),
+        ``maps`` (PatchCore's map from the distances, and normalisation)."""
         self.backend = runner.backend
         self.model = meta["model"]
         self.image_size = int(meta["image_size"])
@@ -345,9 +351,13 @@ class Scorer:
         if batch.shape[-1] != self.image_size or batch.shape[-2] != self.image_size:
             raise BundleError(f"input of size {tuple(batch.shape[-2:])}: this model takes {self.image_size} px")
         array = batch.numpy() if _is_tensor(batch) else batch
+        t0 = time.perf_counter()
         outs = self.runner(np.ascontiguousarray(array, np.float32))
+        t1 = time.perf_counter()
+        self.timings["graph"] = (t1 - t0) * 1000.0
         if self.search is not None:
             score, amap = self.search(outs[0], self.image_size)
+            self.timings["bank_search"] = self.search.search_ms
         else:
             score, amap = outs
         return np.asarray(score, np.float32).reshape(-1), np.asarray(amap, np.float32)[:, 0]
@@ -357,12 +367,17 @@ class Scorer:
 
         ``threshold`` is normalised (0-1); default meta.json's ``image_threshold``.
         """
+        t0 = time.perf_counter()
         # numpy, not torch.stack: torch's worker threads would busy-wait on the other cores afterwards
         batch = images if _is_tensor(images) else np.stack([self.preprocess.array(im) for im in images])
+        self.timings = {"preprocess": (time.perf_counter() - t0) * 1000.0}
         raw, raw_map = self.raw(batch)
         thr = self.image_threshold if threshold is None else float(threshold)
         score = np.atleast_1d(self.normalize(raw))
-        return ScoreBatch(raw, score, score >= thr, self.normalize(raw_map), raw_map)
+        out = ScoreBatch(raw, score, score >= thr, self.normalize(raw_map), raw_map)
+        spent = (time.perf_counter() - t0) * 1000.0
+        self.timings["maps"] = spent - sum(self.timings.values())  # what is left: map post-processing, normalising
+        return out
 
 
 def _is_tensor(x: Any) -> bool:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import statistics
 import subprocess
@@ -115,27 +116,38 @@ def load_frames(data: Path, n: int) -> list[np.ndarray]:
 
 def direct_worker(run: Path, data: Path, n: int) -> None:
     """The direct path in a process of its own, like the node: one line in (a frame index, or
-    ``warm`` for all frames back to back), the milliseconds of ``scorer([rgb])`` out."""
+    ``warm`` for all frames back to back), the milliseconds of ``scorer([rgb])`` out.
+
+    Every call runs on one long-lived thread, as the node's calls run on its camera thread. (A new
+    thread per call, as this bench used before, is not what a program does, and it made FAISS's
+    search 2-3 ms faster after an idle pause than on a thread that has waited: a new thread's
+    OpenMP workers are fresh, a waiting thread's are asleep.)
+    """
     frames = load_frames(data, n)
     scorer = open_scorer(run)
-    for rgb in frames[:5]:
-        scorer([rgb])
-    print("ready", flush=True)
+    orders: queue.Queue = queue.Queue()
 
-    def timed(order) -> None:
-        times = []
-        for i in order:
-            t0 = time.perf_counter()
-            scorer([frames[i]])
-            times.append((time.perf_counter() - t0) * 1000)
-        print(statistics.median(times), flush=True)
+    def serve() -> None:
+        for rgb in frames[:5]:
+            scorer([rgb])
+        print("ready", flush=True)
+        while (order := orders.get()) is not None:
+            times, stages = [], {}
+            for i in order:
+                t0 = time.perf_counter()
+                scorer([frames[i]])
+                times.append((time.perf_counter() - t0) * 1000)
+                for k, v in scorer.timings.items():
+                    stages.setdefault(k, []).append(v)
+            median_stages = {k: statistics.median(v) for k, v in stages.items()}
+            print(json.dumps([statistics.median(times), median_stages]), flush=True)
 
+    worker = threading.Thread(target=serve)
+    worker.start()
     for line in sys.stdin:
-        order = [int(line)] if line.strip() != "warm" else range(len(frames))
-        # on a thread of its own, as in the node: here that is also faster than the main thread
-        call = threading.Thread(target=timed, args=(order,))
-        call.start()
-        call.join()
+        orders.put([int(line)] if line.strip() != "warm" else range(len(frames)))
+    orders.put(None)
+    worker.join()
 
 
 class Direct:
@@ -148,13 +160,19 @@ class Direct:
             stdout=subprocess.PIPE,
             text=True,
         )
+        self.stages: dict[str, list[float]] = {}
         if self.proc.stdout.readline().strip() != "ready":
             raise SystemExit("the direct-runtime worker did not start")
 
     def __call__(self, order: str) -> float:
+        """Median milliseconds of the call(s); their stages (``Scorer.timings``) are kept in ``self.stages``."""
         self.proc.stdin.write(order + "\n")
         self.proc.stdin.flush()
-        return float(self.proc.stdout.readline())
+        ms, stages = json.loads(self.proc.stdout.readline())
+        if order != "warm":
+            for k, v in stages.items():
+                self.stages.setdefault(k, []).append(v)
+        return ms
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -169,6 +187,9 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="an existing run folder to serve (default: train one on sample data)")
     parser.add_argument("--frames", type=Path, help="a folder of images to send (default: the sample test images)")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the frames in the paced phase")
+    parser.add_argument(
+        "--node-param", action="append", default=[], help="extra node parameter, e.g. publish_overlay:=false"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_ros_"))
@@ -199,6 +220,7 @@ def main() -> None:
             f"image_topic:={TOPIC}",
             "-p",
             f"models_root:={models_root}",
+            *(x for param in args.node_param for x in ("-p", param)),
         ],
         stdout=open(work / "node.log", "w"),  # noqa: SIM115 - the node's lifetime
         stderr=subprocess.STDOUT,
@@ -263,6 +285,7 @@ def main() -> None:
         rclpy.shutdown()
 
     med_direct, med_node, med_warm = statistics.median(direct), statistics.median(paced), statistics.median(warm)
+    direct_stages = {k: statistics.median(v) for k, v in direct_proc.stages.items()}
     added = med_node - stages.get("inference", float("nan"))  # what the node adds around the same model call
     result = {
         "model": args.model,
@@ -276,6 +299,7 @@ def main() -> None:
         "node_added_ms": added,
         "overhead": med_node / med_direct - 1,
         "node_stages_ms_median": stages,
+        "direct_stages_ms_median": direct_stages,
         "load": phases,
     }
     print(
@@ -292,6 +316,7 @@ def main() -> None:
         f"this process receiving) = {added / stages.get('inference', float('nan')):+.1%} of that call"
     )
     print("  inside the node (medians): " + ", ".join(f"{k} {v:.2f} ms" for k, v in stages.items()))
+    print("  inside the paced direct call (medians): " + ", ".join(f"{k} {v:.2f} ms" for k, v in direct_stages.items()))
     for factor, ph in phases.items():
         print(
             f"  {factor}x load ({ph['rate_hz']:.0f} Hz, {ph['sent']} sent): {ph['scored_per_s']:.1f} scored/s, "

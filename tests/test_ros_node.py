@@ -194,6 +194,27 @@ def test_scores_maps_and_overlays_carry_the_frame_headers(graph, tmp_path):
     assert 0 < diag["inference_ms_median"] <= diag["latency_ms_median"]
     assert diag["stamp_to_callback_ms_median"] < 1000  # same clock: the transport takes milliseconds
     assert diag["maps_skipped"] == 0 and diag["scored"] >= len(ids)
+    # and the model call into the runtime's own stages (Scorer.timings)
+    inner = {s: diag[f"inference_{s}_ms_median"] for s in ("preprocess", "graph", "maps")}
+    assert all(v >= 0 for v in inner.values()) and 0 < inner["graph"] < diag["inference_ms_median"], diag
+
+
+def _thread_niceness(pid: int) -> list[int]:
+    out = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        fields = stat.read_text().rpartition(")")[2].split()  # after "pid (comm)": state is field 3
+        out.append(int(fields[16]))  # field 19: nice
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread priorities from Linux's /proc")
+def test_map_thread_runs_below_the_scoring_path(graph):
+    """Maps and overlays are for people: their thread yields the cores to scoring and to the result's delivery."""
+    from ad_inspect.inspection_node import RENDER_NICENESS
+
+    niceness = _thread_niceness(graph["node"].pid)
+    assert niceness.count(RENDER_NICENESS) == 1, niceness  # the map and overlay thread
+    assert niceness.count(0) == len(niceness) - 1  # everything else: camera thread, executor, DDS, runtime
 
 
 def test_a_burst_is_not_queued_the_newest_frame_is_scored_and_the_rest_counted(graph, tmp_path):
