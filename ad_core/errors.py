@@ -23,3 +23,11 @@ class ConfigError(ADCoreError):
 
 class ExportError(ADCoreError):
     """ONNX export or TensorRT engine build failed."""
+
+
+class TrainingStopped(ADCoreError):
+    """Training was stopped on request (Stop button, Ctrl-C)."""
+
+
+class TrainingDiverged(ADCoreError):
+    """The loss became NaN or infinite."""

@@ -35,10 +35,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ad_core.errors import ADCoreError, ConfigError
+from ad_core.errors import ADCoreError, ConfigError, TrainingDiverged
 from ad_core.fileio import write_bytes_atomic
 from ad_core.models import get_spec
-from ad_core.models.base import TrainingDiverged
 from ad_core.models.registry import ModelSpec, Param
 
 # seed 001 model table: the hyperparameters each model is tuned over by default

@@ -4,9 +4,10 @@ The registry (names, hyperparameters) imports nothing heavy; the model classes a
 (torch, anomalib) are imported on first use.
 """
 
+from ad_core.errors import TrainingStopped
 from ad_core.models.registry import ModelSpec, Param, create_model, get_spec, list_models, register_model
 
-_FROM_BASE = ("AnomalyModel", "FitConfig", "TrainingStopped")
+_FROM_BASE = ("AnomalyModel", "FitConfig")
 
 __all__ = [
     "AnomalyModel",

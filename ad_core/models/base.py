@@ -23,16 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ad_core.data.dataset import ImageDataset, make_loader
-from ad_core.errors import ADCoreError, BundleError
+from ad_core.errors import ADCoreError, BundleError, TrainingDiverged, TrainingStopped
 from ad_core.preprocessing import Preprocess
-
-
-class TrainingStopped(ADCoreError):
-    """Training was stopped on request (Stop button, Ctrl-C)."""
-
-
-class TrainingDiverged(ADCoreError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
