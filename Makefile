@@ -33,6 +33,7 @@ test: lint
 bench: setup
 	$(PY) bench/bench_patchcore.py
 	$(PY) bench/bench_latency.py
+	$(PY) bench/bench_startup.py
 
 labextension: setup  # rebuild jupyter_ext/labextension from jupyter_ext/labextension_src (needs npm)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jupyter_ext/labextension_src/build.sh
