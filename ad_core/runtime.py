@@ -87,6 +87,7 @@ class PatchcoreSearch:
         self.bank = bank
         self.num_neighbors = int(num_neighbors)
         self.on_gpu = False
+        self.search_ms = 0.0  # the last call's search and image score, without the map
         if engine in ("auto", "faiss"):
             import faiss
 

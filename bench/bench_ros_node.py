@@ -119,9 +119,10 @@ def direct_worker(run: Path, data: Path, n: int) -> None:
     ``warm`` for all frames back to back), the milliseconds of ``scorer([rgb])`` out.
 
     Every call runs on one long-lived thread, as the node's calls run on its camera thread. (A new
-    thread per call, as this bench used before, is not what a program does, and it made FAISS's
-    search 2-3 ms faster after an idle pause than on a thread that has waited: a new thread's
-    OpenMP workers are fresh, a waiting thread's are asleep.)
+    thread per call, as this bench used before, is not what a program does, and after an idle
+    pause it made the FAISS bank search about 2 ms faster than on a thread that has waited: 8.8-9.2
+    against 11.1 ms in a standalone A/B. Why is not pinned down; FAISS limited to one thread showed
+    the same slowness on a long-lived thread.)
     """
     frames = load_frames(data, n)
     scorer = open_scorer(run)
