@@ -88,8 +88,7 @@ def run_fresh(argv: list[str], cwd: Path) -> tuple[float, float | None]:
 
 def prepare(model: str, tmp: Path, data: Path) -> dict[str, str]:
     """Train, convtrt, and anomalib's torch and OpenVINO exports of the same trained model."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_latency import _lightning
+    from bench_latency import _lightning  # this folder is on sys.path: the script runs from it
 
     from ad_core import load_bundle, train
     from ad_core.convert import convtrt

@@ -301,7 +301,7 @@ class InspectionNode(Node):
         out = scorer([rgb])
         t1 = time.perf_counter()
         self.counters.stage("inference", (t1 - t0) * 1000.0)
-        for stage, ms in getattr(scorer, "timings", {}).items():  # inside the model call: graph, bank search...
+        for stage, ms in scorer.timings.items():  # inside the model call: graph, bank search...
             self.counters.stage(f"inference_{stage}", ms)
         threshold = float(self._param("threshold"))
         if threshold < 0:
