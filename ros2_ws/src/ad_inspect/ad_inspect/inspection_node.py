@@ -1,8 +1,8 @@
 """ROS 2 inspection node: camera frames in, anomaly score, decision, map and overlay out.
 
-Frames are scored on a camera thread of their own, which spins a second executor holding only the
-image subscription (a helper node ``<name>_camera``): parameters, services and diagnostics stay on
-the main executor and answer while a frame is scored. The subscription is raw: the node reads the
+Frames are scored on a camera thread of their own, which waits on the image subscription alone (a
+helper node ``<name>_camera`` that no executor spins; ``SubscriptionLoop``): parameters, services
+and diagnostics stay on the main executor and answer while a frame is scored. The subscription is raw: the node reads the
 serialized frame in place (no copy of the pixels into a Python message) and, before scoring, takes
 any newer frames that arrived meanwhile, so it always scores the newest; the others are dropped
 and counted, never queued. Retrain and convert run as background jobs behind ``std_srvs/Trigger``
@@ -44,6 +44,7 @@ from ad_inspect.conversions import (
     parse_image,
     rgb_to_image,
 )
+from ad_inspect.subscription_loop import SubscriptionLoop
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch", "openvino")
 RENDER_NICENESS = 10  # the map and overlay thread's niceness (scoring and publishing run at the process's)
@@ -137,7 +138,7 @@ class InspectionNode(Node):
             self.create_service(Trigger, f"~/{name}", handler, callback_group=group)
         self.add_on_set_parameters_callback(self._on_parameters)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup())
-        self._camera_thread = threading.Thread(target=self._camera_executor.spin, name="ad_inspect_camera", daemon=True)
+        self._camera_thread = threading.Thread(target=self._camera_loop.run, name="ad_inspect_camera", daemon=True)
         self._camera_thread.start()
         self._renderer = threading.Thread(target=self._render_loop, name="ad_inspect_maps", daemon=True)
         self._renderer.start()
@@ -202,7 +203,7 @@ class InspectionNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", q)
 
     def _subscribe(self) -> None:
-        """The image subscription, on a helper node spun by the camera thread's own executor."""
+        """The image subscription, on a helper node served by the camera thread's own loop."""
         compressed = bool(self._param("compressed"))
         topic = self.resolve_topic_name(self._param("image_topic"))
         self._camera = rclpy.create_node(
@@ -218,8 +219,7 @@ class InspectionNode(Node):
             qos_profile_sensor_data,
             raw=True,
         )
-        self._camera_executor = SingleThreadedExecutor(context=self.context)
-        self._camera_executor.add_node(self._camera)
+        self._camera_loop = SubscriptionLoop(self._camera, self._image_sub)
         self.get_logger().info(f"listening on {topic} ({'CompressedImage' if compressed else 'Image'})")
 
     def _newest(self, raw: bytes) -> bytes:
@@ -483,10 +483,11 @@ class InspectionNode(Node):
         self.pub_diag.publish(arr)
 
     def destroy_node(self) -> None:
-        """Stop the camera executor and the map thread, then the node."""
+        """Stop the camera loop and the map thread, then the node."""
         self._stop.set()
         self._maps.wake()
-        self._camera_executor.shutdown()
+        self._camera_loop.stop()
+        self._camera_thread.join(timeout=5.0)  # a frame being scored finishes first
         self._camera.destroy_node()
         super().destroy_node()
 
