@@ -359,3 +359,33 @@ def test_colcon_builds_the_ament_python_package(tmp_path):
     share = install / "share" / "ad_inspect"
     assert (share / "launch" / "inspect.launch.py").is_file() and (share / "config" / "params.yaml").is_file()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "ad_inspect").is_file()
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_the_node_stops_cleanly_on_a_signal(tmp_path, sig):
+    """Ctrl-C, launch's shutdown and ``docker stop`` end the node with status 0 and no traceback."""
+    import signal
+
+    log_path = tmp_path / "node.log"
+    env = {**os.environ, "ROS_DOMAIN_ID": str(random.randrange(100, 200))}
+    with open(log_path, "w") as log:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "ad_inspect.inspection_node", "--ros-args", "-p", "image_topic:=/stop_test/image"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + WAIT
+            while "listening on" not in log_path.read_text() and time.monotonic() < deadline:
+                assert node.poll() is None, log_path.read_text()[-2000:]
+                time.sleep(0.1)
+            assert "listening on" in log_path.read_text(), "the node did not start"
+            node.send_signal(getattr(signal, sig))
+            rc = node.wait(30)
+        finally:
+            if node.poll() is None:
+                node.kill()
+    text = log_path.read_text()
+    assert rc == 0, text[-2000:]
+    assert "Traceback" not in text, text[-2000:]
