@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 ROS_PYPI := ros-rclpy ros-sensor-msgs ros-std-msgs ros-std-srvs ros-geometry-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp \
   colcon-core colcon-ros colcon-python-setup-py colcon-package-information colcon-recursive-crawl ros-ament-package
 
-.PHONY: setup demo test lint bench clean labextension notebooks
+.PHONY: bench-ros setup demo test lint bench clean labextension notebooks
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: setup
 	$(PY) bench/bench_patchcore.py
 	$(PY) bench/bench_latency.py
 	$(PY) bench/bench_startup.py
+
+bench-ros: setup  # the ROS 2 node against direct calls, and the transport floor under it
+	FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA $(PY) bench/bench_ros_echo.py
+	for m in padim patchcore efficientad; do FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA $(PY) bench/bench_ros_node.py --model $$m; done
 
 labextension: setup  # rebuild jupyter_ext/labextension from jupyter_ext/labextension_src (needs npm)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH jupyter_ext/labextension_src/build.sh
