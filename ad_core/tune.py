@@ -57,7 +57,7 @@ LAYER_CHOICES = {
 }
 DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "coreset_ratio": {"low": 0.01, "high": 0.25, "log": True},
-    "n_features": {"low": 32, "high": 112, "step": 16},
+    "n_features": {"low": 32, "high": 112, "step": 4},  # holds the default, 100
     "model_size": {"choices": ["small", "medium"]},
     "learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},
     "latent_dim": {"choices": [16, 32, 64, 128, 256]},
@@ -127,6 +127,41 @@ class SearchSpace:
                 options = d.choices[out["backbone"]]
                 key = f"layers[{out['backbone']}]" if len(d.choices) > 1 else "layers"
                 out["layers"] = trial.suggest_categorical(key, [SEP.join(c) for c in options]).split(SEP)
+        return out
+
+    def default_trial(self) -> dict[str, Any]:
+        """The model's defaults as Optuna parameters of this space: the study's first trial.
+
+        A tuned model should never come out worse than an untuned one, so a new study starts from
+        the defaults. Numbers are clipped into their range and snapped to its step; a default that
+        is not among a dimension's choices is left to the sampler, as are fixed dimensions.
+        """
+        from ad_core.backbones import DEFAULT_LAYERS
+
+        params = {p.name: p for p in get_spec(self.model).all_params()}
+        out: dict[str, Any] = {}
+        for name, d in self.dims.items():
+            default = params[name].default
+            if name == "layers" or d.kind == "fixed" or default is None:
+                continue
+            if d.kind == "categorical":
+                options = [SEP.join(map(str, c)) for c in d.choices] if params[name].multiple else list(d.choices)
+                value = SEP.join(map(str, default)) if params[name].multiple else default
+                if value in options:
+                    out[name] = value
+                continue
+            value = min(max(default, d.low), d.high)
+            if d.step:
+                steps = min(round((value - d.low) / d.step), int((d.high - d.low) // d.step))
+                value = round(d.low + steps * d.step, 12)
+            out[name] = int(value) if d.kind == "int" else float(value)
+        layers, backbone = self.dims.get("layers"), self.dims.get("backbone")
+        if layers is not None and layers.kind == "categorical" and backbone is not None:
+            chosen = backbone.value if backbone.kind == "fixed" else out.get("backbone")
+            wanted = params["layers"].default or DEFAULT_LAYERS.get(chosen)
+            if chosen in layers.choices and wanted and list(wanted) in layers.choices[chosen]:
+                key = f"layers[{chosen}]" if len(layers.choices) > 1 else "layers"
+                out[key] = SEP.join(wanted)
         return out
 
 
@@ -460,6 +495,8 @@ def tune(
     run_dir = _run_dir(the_study, run_dir, category_dir)
     tracker = _start_tracker(mlflow, spec, category, the_study.study_name, metric, trials, train_opts, space)
     primary, secondary = METRICS[metric]
+    if not the_study.trials:  # a new study: the defaults first (workers starting together enqueue it once)
+        the_study.enqueue_trial(space.default_trial(), user_attrs={"start": "model defaults"}, skip_if_exists=True)
 
     after_trial = _after_trial(objective.stop, tracker, log if progress else None, on_trial, primary, secondary)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -86,6 +86,18 @@ def test_study_writes_param_files_and_train_params_reproduces_best(sample_root, 
     assert f"next: ad-core train --params {param / 'best_params.yaml'}" in out
     assert best["params"]["image_size"] == 96 and best["train"]["seed"] == 0
 
+    # the first trial is the model's defaults, and scores what `ad-core train` with no options scores
+    study = optuna.load_study(study_name=f"padim-{CAT}", storage=f"sqlite:///{models / 'PaDiM' / CAT / 'optuna.db'}")
+    first = study.trials[0]
+    assert first.user_attrs["start"] == "model defaults"
+    assert first.params == {"backbone": "tf_efficientnet_lite0", "layers": "blocks.2+blocks.4", "n_features": 100}
+    assert first.user_attrs["hparams"]["n_features"] == 100
+    assert main(["train", "--model", "padim", "--category", CAT, "--data_root", str(sample_root),
+                 "--models_root", str(tmp_path / "plain"), "--image_size", "96"]) == 0  # fmt: skip
+    plain = evaluate(next((tmp_path / "plain" / "PaDiM" / CAT).iterdir()), progress=False, save_images=False)
+    assert first.user_attrs["image_auroc"] == pytest.approx(plain["image_auroc"], abs=1e-9)
+    assert best["value"] >= plain["image_auroc"] - 1e-9
+
     # MLflow: one tuning run with a nested run per trial
     from mlflow import MlflowClient
 
@@ -111,6 +123,31 @@ def test_study_writes_param_files_and_train_params_reproduces_best(sample_root, 
     # a second training from the same file cannot overwrite the first: it gets its own run directory
     assert main(["train", "--params", str(param / "best_params.yaml"), "--models_root", str(models)]) == 0
     assert len([p for p in (models / "PaDiM" / CAT).iterdir() if p.is_dir()]) == 2
+
+
+def test_the_first_trial_is_the_defaults_snapped_into_the_space():
+    from ad_core.tune import parse_search_space
+
+    def first(model, space):
+        return parse_search_space(model, space).default_trial()
+
+    assert first("padim", None) == {
+        "backbone": "tf_efficientnet_lite0",
+        "n_features": 100,
+        "layers": "blocks.2+blocks.4",
+    }
+    assert first("padim", {"n_features": {"low": 30, "high": 90, "step": 16}}) == {
+        "n_features": 78
+    }  # clipped, on a step
+    assert first("patchcore", {"coreset_ratio": {"low": 0.2, "high": 0.3}}) == {"coreset_ratio": 0.2}
+    # defaults outside the choices, and fixed values, are left to the sampler / the space
+    assert first("vae", {"latent_dim": {"choices": [16, 32]}, "enc_channels": {"choices": [[16, 32]]}}) == {}
+    assert first("vae", {"enc_channels": {"choices": [[16, 32], [32, 64, 128]]}}) == {"enc_channels": "32+64+128"}
+    assert first("efficientad", {"model_size": "medium", "learning_rate": {"low": 1e-5, "high": 1e-3}}) == {
+        "learning_rate": 1e-4
+    }
+    layers = {"backbone": {"choices": ["tf_efficientnet_lite0"]}, "layers": {"choices": [["blocks.4"]]}}
+    assert first("padim", layers) == {"backbone": "tf_efficientnet_lite0"}  # default layers not offered
 
 
 def test_interrupted_study_resumes_without_losing_trials(sample_root, tmp_path):
