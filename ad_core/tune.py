@@ -708,10 +708,8 @@ def _trial_line(trial, study, primary: str, secondary: str) -> str:
         what = f"failed: {trial.user_attrs.get('error', 'see the log')}"
     else:
         what = state
-    try:
-        best = f"; best {study.best_value:.4f} (trial {study.best_trial.number})"
-    except ValueError:
-        best = ""
+    top = _best(study, primary, secondary)  # the trial best_params.yaml will name, ties and all
+    best = f"; best {top.user_attrs.get(primary, top.value):.4f} (trial {top.number})" if top else ""
     return f"trial {trial.number}: {what} ({hp}){best}"
 
 
@@ -733,12 +731,23 @@ def _log_trial(tracker, trial) -> None:
 
 # -- results ------------------------------------------------------------------------------------
 def best_trial(study, metric: str):
-    """The complete trial with the highest primary metric, ties broken by the secondary, then the earliest."""
-    primary, secondary = METRICS[metric]
+    """The complete trial with the highest primary metric, ties broken by the secondary, then the earliest.
+
+    Metrics are compared to 6 decimals: two trials whose AUROC differs only by float rounding (the
+    same ranking summed in another order) are a tie, and F1 decides.
+    """
+    return _best(study, *METRICS[metric])
+
+
+def _best(study, primary: str, secondary: str):
     done = [t for t in study.trials if t.state.name == "COMPLETE" and t.value is not None]
     if not done:
         return None
-    return max(done, key=lambda t: (t.user_attrs.get(primary, -1), t.user_attrs.get(secondary, -1), -t.number))
+
+    def rank(t) -> tuple[float, float, int]:
+        return round(t.user_attrs.get(primary, -1), 6), round(t.user_attrs.get(secondary, -1), 6), -t.number
+
+    return max(done, key=rank)
 
 
 def write_results(

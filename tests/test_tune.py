@@ -150,6 +150,17 @@ def test_the_first_trial_is_the_defaults_snapped_into_the_space():
     assert first("padim", layers) == {"backbone": "tf_efficientnet_lite0"}  # default layers not offered
 
 
+def test_best_trial_treats_float_noise_in_auroc_as_a_tie_and_lets_f1_decide():
+    from ad_core.tune import best_trial
+
+    study = optuna.create_study(direction="maximize")
+    for auroc, f1 in ((0.96875 + 1e-12, 0.9375), (0.96875, 0.969697), (0.9, 1.0)):
+        attrs = {"image_auroc": auroc, "image_f1": f1}
+        study.add_trial(optuna.trial.create_trial(value=auroc, user_attrs=attrs))
+    assert best_trial(study, "auroc").number == 1
+    assert best_trial(study, "f1").number == 2
+
+
 def test_interrupted_study_resumes_without_losing_trials(sample_root, tmp_path):
     models = tmp_path / "models"
     storage = f"sqlite:///{tmp_path / 'study.db'}"
