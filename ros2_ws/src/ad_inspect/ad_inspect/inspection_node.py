@@ -3,11 +3,11 @@
 Frames are scored on a camera thread of their own, which waits on the image subscription alone (a
 helper node ``<name>_camera`` that no executor spins; ``SubscriptionLoop``): parameters, services
 and diagnostics stay on the main executor and answer while a frame is scored. The subscription is
-raw: the node reads the serialized frame in place (no copy of the pixels into a Python message) and, before scoring, takes
-any newer frames that arrived meanwhile, so it always scores the newest; the others are dropped
-and counted, never queued. Retrain and convert run as background jobs behind ``std_srvs/Trigger``
-services; on success the node swaps to the new model between frames. Every model call goes
-through ``ad_core.runtime.open_scorer``.
+raw: the node reads the serialized frame in place (no copy of the pixels into a Python message)
+and, before scoring, takes any newer frames that arrived meanwhile, so it always scores the newest;
+the others are dropped and counted, never queued. Retrain and convert run as background jobs behind
+``std_srvs/Trigger`` services; on success the node swaps to the new model between frames. Every
+model call goes through ``ad_core.runtime.open_scorer``.
 """
 
 from __future__ import annotations
