@@ -68,9 +68,8 @@ def echo(mode: str) -> None:
 
 def round_trips(echo_mode: str, client_mode: str, n: int) -> list[float]:
     """Milliseconds from publishing a frame to its answer, ``n`` times (the first 10 dropped)."""
-    env = {**os.environ, "ROS_DOMAIN_ID": str(random.randrange(100, 200))}
-    os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
-    proc = subprocess.Popen([sys.executable, __file__, "--echo", echo_mode], env=env)
+    os.environ["ROS_DOMAIN_ID"] = str(random.randrange(100, 200))  # this round's domain, for both processes
+    proc = subprocess.Popen([sys.executable, __file__, "--echo", echo_mode])
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("bench_echo_client", context=ctx)
