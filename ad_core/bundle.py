@@ -1,4 +1,10 @@
-"""Loading a model bundle (a run's ``pytorch/`` folder): meta.json + model.pth (+ bank / stats), validated."""
+"""Loading a model bundle: meta.json + model.pth (+ bank / stats), validated against each other.
+
+A bundle folder is any folder whose meta.json names its weights: a run's ``pytorch/`` folder, the
+seed's Jetson folder ``models/<Model>/``, a ``retrain`` output, or an engine folder written by
+``convtrt`` (which carries ``model.pth`` and the array file beside the graph, with their sha256, so
+that a Jetson can retrain and convert again from the engine folder alone).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ad_core.errors import BundleError, ConfigError
-from ad_core.fileio import load_npz, sha256, write_json_atomic
+from ad_core.fileio import load_npz, save_npz_atomic, save_torch_atomic, sha256, write_json_atomic
 from ad_core.models.registry import get_spec
 from ad_core.preprocessing import Preprocess
 from ad_core.scoring import DEFAULT_NORMALIZED_THRESHOLD, denormalize, normalize
@@ -21,15 +27,25 @@ if TYPE_CHECKING:  # the models import torch and anomalib: only load_bundle need
 META_REQUIRED = ("model", "image_size", "weights_pth")
 
 
+ENGINE_FILE_SUFFIXES = (".onnx", ".plan", ".engine", ".pth")
+
+
 def bundle_dir(path: str | Path) -> Path:
-    """Accept a run directory, its ``pytorch/`` folder or a meta.json path; return the bundle folder."""
+    """The bundle folder of a run directory, a ``pytorch/`` or engine folder, a meta.json or a file beside it.
+
+    A ``model.onnx`` / ``model.plan`` / ``model.pth`` stands for the folder that holds it and its meta.json.
+    """
     path = Path(path)
     if path.is_file() and path.name == "meta.json":
+        return path.parent
+    if path.is_file() and path.suffix.lower() in ENGINE_FILE_SUFFIXES and (path.parent / "meta.json").is_file():
         return path.parent
     if (path / "pytorch" / "meta.json").is_file():
         return path / "pytorch"
     if (path / "meta.json").is_file():
         return path
+    if not path.exists():
+        raise BundleError(f"{path}: no such file or folder")
     raise BundleError(f"{path}: no meta.json found (expected {path / 'pytorch' / 'meta.json'} or {path / 'meta.json'})")
 
 
@@ -135,6 +151,25 @@ def save_threshold(path: str | Path, image_threshold: float, by: str | None = No
     return meta
 
 
+def write_bundle(model: AnomalyModel, folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write model.pth, the array file and meta.json (with sha256 of each file) into ``folder``.
+
+    ``meta["sha256"]`` may already list other files of the folder (an engine's graph); they are kept.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    save_torch_atomic(folder / "model.pth", model.weights_state())
+    digests = {"model.pth": sha256(folder / "model.pth")}
+    meta = {**meta, "weights_pth": "model.pth"}
+    arrays = model.artifacts()
+    if arrays is not None and model.artifact_file:
+        save_npz_atomic(folder / model.artifact_file, arrays)
+        digests[model.artifact_file] = sha256(folder / model.artifact_file)
+        meta[model.artifact_key] = model.artifact_file
+    meta["sha256"] = {**meta.get("sha256", {}), **digests}
+    write_json_atomic(folder / "meta.json", meta)
+    return meta
+
+
 def check_meta_numbers(meta: dict[str, Any], where: str | Path) -> None:
     """The normalisation numbers must be finite numbers; the threshold must be in [0, 1]."""
     for key in ("image_threshold_auto", "raw_image_min", "raw_image_max"):
@@ -188,10 +223,12 @@ def load_bundle(
     hparams = {p.name: meta[p.name] for p in spec.all_params() if p.name in meta}
     ad_model = spec.model_class(**spec.validate(hparams))
     weights_file = Path(weights) if weights is not None else folder / meta["weights_pth"]
+    if weights is None and not weights_file.is_file() and meta.get("engine"):
+        source = _engine_source(folder, meta)  # an engine folder from before engines carried their weights
+        if source is not None:
+            return load_bundle(source[0], image_size, weights=source[1], arrays=arrays, model=model)
     if not weights_file.is_file():
-        raise BundleError(
-            f"{weights_file}: weights file {'given' if weights is not None else 'named in meta.json'} is missing"
-        )
+        raise BundleError(f"{weights_file}: {_missing_weights(weights_file, weights is not None, meta)}")
     if weights is None:
         _check_sha(folder, meta, meta["weights_pth"])
     import torch
@@ -200,26 +237,63 @@ def load_bundle(
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BundleError(f"{weights_file}: not a readable state dict ({exc})") from exc
-    loaded = None
-    if ad_model.artifact_key:
-        if arrays is not None:
-            array_file = Path(arrays)
-            if not array_file.is_file():
-                raise BundleError(f"{array_file}: {ad_model.artifact_file} given is missing")
-        else:
-            name = meta.get(ad_model.artifact_key)
-            if not name or not (folder / name).is_file():
-                raise BundleError(
-                    f"{folder}: meta.json key {ad_model.artifact_key!r} must name an existing {ad_model.artifact_file}"
-                )
-            _check_sha(folder, meta, name)
-            array_file = folder / name
-        try:
-            loaded = load_npz(array_file)
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{array_file}: not a readable .npz ({exc})") from exc
+    loaded = _load_arrays(folder, meta, ad_model, arrays)
     try:
         ad_model.load_state(state, loaded)
     except BundleError as exc:
         raise BundleError(f"{weights_file if weights is not None else folder}: {exc}") from exc
     return Bundle(folder, meta, ad_model)
+
+
+def _restore_hint(meta: dict[str, Any]) -> str:
+    """Where a file missing from an engine folder can be had again."""
+    engine = meta.get("engine") or {}
+    if not engine:
+        return ""
+    source = engine.get("from_meta_json", "the bundle it was converted from")
+    return (
+        f"; this is an engine folder written by `ad-core convtrt` from {source}: copy the file back from there, "
+        f"or run `ad-core convtrt` again on that bundle"
+    )
+
+
+def _missing_weights(path: Path, given: bool, meta: dict[str, Any]) -> str:
+    if given:
+        return "the weights file given is missing"
+    return f"the weights file named in meta.json is missing{_restore_hint(meta) or '; restore it or train again'}"
+
+
+def _engine_source(folder: Path, meta: dict[str, Any]) -> tuple[Path, Path] | None:
+    """``(bundle folder, weights)`` an engine folder was converted from, if they still exist and match by sha256."""
+    engine = meta["engine"]
+    src_meta, src_weights = engine.get("from_meta_json"), engine.get("from_weights")
+    digest = engine.get("from_weights_sha256")
+    if not (src_meta and src_weights and digest):
+        return None
+    src_meta, src_weights = Path(src_meta), Path(src_weights)
+    if not (src_meta.is_file() and src_weights.is_file()) or sha256(src_weights) != digest:
+        return None
+    return src_meta.parent, src_weights
+
+
+def _load_arrays(folder: Path, meta: dict[str, Any], ad_model: AnomalyModel, arrays: str | Path | None):
+    """The bundle's array file (``arrays`` or the one meta.json names, sha256-checked), or None for none."""
+    if not ad_model.artifact_key:
+        return None
+    if arrays is not None:
+        array_file = Path(arrays)
+        if not array_file.is_file():
+            raise BundleError(f"{array_file}: {ad_model.artifact_file} given is missing")
+    else:
+        name = meta.get(ad_model.artifact_key)
+        if not name or not (folder / name).is_file():
+            raise BundleError(
+                f"{folder}: meta.json key {ad_model.artifact_key!r} must name an existing {ad_model.artifact_file}"
+                f"{_restore_hint(meta)}"
+            )
+        _check_sha(folder, meta, name)
+        array_file = folder / name
+    try:
+        return load_npz(array_file)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{array_file}: not a readable .npz ({exc})") from exc

@@ -6,10 +6,16 @@
   simplified with onnxslim when the simplified graph gives the same outputs (else the original is kept);
 * ``model.plan``: a TensorRT engine, only where TensorRT and an NVIDIA GPU are present (otherwise a
   message says so and the ONNX file is the result);
-* ``memory_bank.npz`` (PatchCore): the bank the runtime searches with FAISS next to the engine;
+* ``model.pth`` and the array file (``memory_bank.npz``, ``stats.npz``): the bundle's weights and
+  arrays, so that the engine folder alone is enough to retrain and convert again on the Jetson.
+  PatchCore's runtime searches ``memory_bank.npz``; PaDiM's statistics are also constants of the
+  graph, the copy is for retraining;
 * ``meta.json``: everything a runtime needs besides the graph (preprocessing, normalisation,
-  threshold) plus an ``engine`` entry (opset, fp16, sha256 of the files). The original meta.json
-  is not changed.
+  threshold), the bundle keys naming the files above, sha256 of every file, and an ``engine``
+  entry (opset, fp16, where it was converted from). The original meta.json is not changed.
+
+The folder is staged and its files put in place together, meta.json last
+(:func:`ad_core.rundir.staged`): a failed conversion leaves an earlier engine folder as it was.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from ad_core.bundle import Bundle, load_bundle, separate_out_dir
+from ad_core.bundle import Bundle, load_bundle, separate_out_dir, write_bundle
 from ad_core.errors import ConfigError, ExportError
 from ad_core.export import onnx_bytes
-from ad_core.fileio import save_npz_atomic, sha256, write_bytes_atomic, write_json_atomic
+from ad_core.fileio import sha256, write_bytes_atomic
+from ad_core.models.registry import get_spec
+from ad_core.rundir import staged
 
 PARITY_RTOL = 1e-4  # simplified vs original graph, on random input
 
@@ -121,7 +129,7 @@ def build_engine(
 
 
 def _engine_meta(bundle: Bundle, weights_file: Path, engine: dict[str, Any]) -> dict[str, Any]:
-    meta = {k: v for k, v in bundle.meta.items() if k not in ("sha256", "stats")}
+    meta = {k: v for k, v in bundle.meta.items() if k not in ("sha256", "engine", "retrain")}
     meta["preprocessing"] = bundle.preprocess.to_dict()
     meta["engine"] = {
         **engine,
@@ -130,14 +138,15 @@ def _engine_meta(bundle: Bundle, weights_file: Path, engine: dict[str, Any]) -> 
         "from_weights_sha256": sha256(weights_file),
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
-    if bundle.meta["model"] == "padim":
-        meta["engine"]["stats"] = "embedded in the graph"
+    spec = bundle.model.spec
+    if spec.artifact_in_graph:
+        meta["engine"][spec.artifact_key] = f"embedded in the graph; {spec.artifact_file} beside it is for retraining"
     return meta
 
 
 def convtrt(
     model: str,
-    weights_pth: str | Path,
+    weights_pth: str | Path | None,
     meta_json: str | Path,
     out_dir: str | Path,
     *,
@@ -153,8 +162,9 @@ def convtrt(
 
     Args:
         model: ``patchcore``, ``padim``, ``efficientad`` or ``vae``; must match meta.json.
-        weights_pth: the final weights (e.g. ``retrained/model.pth``).
-        meta_json: the bundle's meta.json.
+        weights_pth: the final weights (e.g. ``retrained/model.pth``); None: the ones meta.json names.
+        meta_json: the bundle's meta.json, or any folder or file that stands for it: a run directory,
+            a ``pytorch/``, retrain or engine folder, a ``model.onnx`` / ``model.plan`` beside a meta.json.
         out_dir: output folder (e.g. ``<model>/engine``).
         memory_bank: PatchCore's bank (default: the one meta.json names).
         stats: PaDiM's ``stats.npz`` (default: the one meta.json names); embedded in the graph.
@@ -164,55 +174,46 @@ def convtrt(
         use_dla: build for the DLA (Jetson AGX/NX Orin; the Orin Nano has none).
         max_batch: largest batch the engine accepts.
     """
-    if memory_bank is not None and model != "patchcore":
-        raise ConfigError(f"--memory_bank is for PatchCore only; this is {model}")
-    if stats is not None and model != "padim":
-        raise ConfigError(f"--stats is for PaDiM only; this is {model}")
+    spec = get_spec(model)
+    for flag, value, key in (("--memory_bank", memory_bank, "memory_bank"), ("--stats", stats, "stats")):
+        if value is not None and spec.artifact_key != key:
+            raise ConfigError(f"{flag} is for the model whose array file it is; {model} has {spec.artifact_file}")
     if opset not in (17, 18):
         raise ConfigError(f"--opset {opset}: use 17 or 18 (TensorRT 10 on JetPack 6)")
     if workspace <= 0:
         raise ConfigError(f"--workspace {workspace}: give the TensorRT workspace in MiB, e.g. 4096")
     meta_path, out = separate_out_dir(meta_json, out_dir, "engine")
     bundle = load_bundle(meta_path, weights=weights_pth, arrays=memory_bank or stats, model=model)
+    weights_file = Path(weights_pth) if weights_pth is not None else bundle.path / bundle.meta["weights_pth"]
     size = int(bundle.meta["image_size"])
     graph, simplified = simplify(onnx_bytes(bundle, opset), size)
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / "model.onnx", graph)
-    engine: dict[str, Any] = {
-        "onnx": "model.onnx",
-        "onnx_sha256": sha256(out / "model.onnx"),
-        "opset": opset,
-        "simplified": simplified,
-        "plan": None,
-    }
-    digests = {}
-    bank_path = None
-    if model == "patchcore":
-        bank_path = out / "memory_bank.npz"
-        save_npz_atomic(bank_path, bundle.model.artifacts())
-        digests["memory_bank.npz"] = sha256(bank_path)
+    engine: dict[str, Any] = {"onnx": "model.onnx", "opset": opset, "simplified": simplified, "plan": None}
     ok, why = tensorrt_available()
-    plan_path = None
-    if ok:  # pragma: no cover - GPU only
-        import tensorrt as trt
+    with staged(out, "merge") as stage:
+        write_bytes_atomic(stage.path / "model.onnx", graph)
+        digests = {"model.onnx": sha256(stage.path / "model.onnx")}
+        engine["onnx_sha256"] = digests["model.onnx"]
+        if ok:  # pragma: no cover - GPU only
+            import tensorrt as trt
 
-        plan_path = out / "model.plan"
-        write_bytes_atomic(plan_path, build_engine(graph, size, fp16, workspace, use_dla, max_batch))
-        engine.update(
-            plan="model.plan",
-            plan_sha256=sha256(plan_path),
-            fp16=fp16,
-            workspace_mb=workspace,
-            use_dla=use_dla,
-            max_batch=max_batch,
-            tensorrt=trt.__version__,
-        )
-        message = f"wrote {out / 'model.onnx'} and {plan_path} (TensorRT {trt.__version__}, fp16={fp16})"
-    else:
-        message = f"wrote {out / 'model.onnx'}; no TensorRT engine: {why}. The ONNX file runs with ONNX Runtime."
-    meta = _engine_meta(bundle, Path(weights_pth), engine)
-    if model == "patchcore":
-        meta["memory_bank"] = "memory_bank.npz"  # the copy beside the engine
-    meta["sha256"] = digests
-    write_json_atomic(out / "meta.json", meta)
+            write_bytes_atomic(
+                stage.path / "model.plan", build_engine(graph, size, fp16, workspace, use_dla, max_batch)
+            )
+            digests["model.plan"] = sha256(stage.path / "model.plan")
+            engine.update(
+                plan="model.plan",
+                plan_sha256=digests["model.plan"],
+                fp16=fp16,
+                workspace_mb=workspace,
+                use_dla=use_dla,
+                max_batch=max_batch,
+                tensorrt=trt.__version__,
+            )
+            message = f"wrote {out / 'model.onnx'} and {out / 'model.plan'} (TensorRT {trt.__version__}, fp16={fp16})"
+        else:
+            message = f"wrote {out / 'model.onnx'}; no TensorRT engine: {why}. The ONNX file runs with ONNX Runtime."
+        meta = {**_engine_meta(bundle, weights_file, engine), "sha256": digests}
+        write_bundle(bundle.model, stage.path, meta)
+    plan_path = out / "model.plan" if ok else None
+    bank_path = out / spec.artifact_file if spec.head_class.uses_arrays else None
     return ConvertResult(out / "model.onnx", plan_path, out / "meta.json", bank_path, simplified, message)

@@ -31,3 +31,7 @@ class TrainingStopped(ADCoreError):
 
 class TrainingDiverged(ADCoreError):
     """The loss became NaN or infinite."""
+
+
+class TuneError(ADCoreError):
+    """The study cannot run: storage unreachable, or a study of another model / search space."""

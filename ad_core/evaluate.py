@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ from ad_core.bundle import load_bundle, write_meta
 from ad_core.data.images import read_image, read_mask
 from ad_core.data.layout import resolve_category
 from ad_core.fileio import write_bytes_atomic, write_json_atomic
+from ad_core.rundir import PREDICTION_FIELDS, RunDir, staged
 from ad_core.scoring import best_f1_threshold, confusion, image_auroc, normalize
 from ad_core.viz import (
     mask_outline,
@@ -49,7 +47,7 @@ def pixel_auroc(maps: np.ndarray, mask_paths: list[Path | None]) -> float | None
 
 def _predictions_csv(rows: list[dict[str, Any]]) -> bytes:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["file", "label", "raw_score", "normalized_score", "prediction"])
+    writer = csv.DictWriter(buf, fieldnames=list(PREDICTION_FIELDS))
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue().encode()
@@ -131,26 +129,14 @@ def evaluate(
         }
         for s, raw, norm, pred in zip(samples, scores, normalized, predictions, strict=True)
     ]
-    out = Path(save_path) if save_path else bundle.run_dir / "test_result"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
-        write_bytes_atomic(staging / "predictions.csv", _predictions_csv(rows))
-        write_json_atomic(staging / "metrics.json", report)
-        _save_plots(staging, bundle, samples, scores, labels, threshold_raw, report)
+    out = Path(save_path) if save_path else RunDir.of(bundle.path).test_result
+    with staged(out, "replace") as stage:
+        write_bytes_atomic(stage.path / "predictions.csv", _predictions_csv(rows))
+        write_json_atomic(stage.path / "metrics.json", report)
+        _save_plots(stage.path, bundle, samples, scores, labels, threshold_raw, report)
         if save_images:
             norm_maps = normalize(maps, threshold_raw, raw_min, raw_max)
-            _save_pictures(staging, samples, norm_maps, image_threshold, progress)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-            os.rename(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            _save_pictures(stage.path, samples, norm_maps, image_threshold, progress)
     meta.update(
         image_threshold_auto=threshold_raw,
         raw_image_min=raw_min,

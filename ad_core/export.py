@@ -2,11 +2,14 @@
 
 Graphs (input ``image``: ``(B, 3, S, S)`` float32, preprocessed as meta.json says):
 
-* PaDiM, EfficientAD, VAE: the full scoring graph, outputs ``pred_score (B,)`` (raw) and
-  ``anomaly_map (B, 1, S, S)``. PaDiM's mean and inverse covariance are constants in the graph.
-* PatchCore: the graph stops at the patch embeddings, output ``embedding (B, D, h, w)``; the
-  memory bank stays in ``memory_bank.npz`` and is searched with FAISS by the runtime. Putting the
-  bank inside the graph is what breaks anomalib's PatchCore ONNX/TensorRT export for real banks.
+Each model's spec names its graph (``ad_core/models/<name>/graph.py``, or the generic
+:class:`ad_core.models.graphs.ScoreGraph`) and its kind:
+
+* ``"score"`` (PaDiM, EfficientAD, VAE): outputs ``pred_score (B,)`` (raw) and ``anomaly_map
+  (B, 1, S, S)``. PaDiM's mean and inverse covariance are constants in the graph.
+* ``"embedding"`` (PatchCore): the graph stops at the patch embeddings, output ``embedding (B, D,
+  h, w)``; the memory bank stays in ``memory_bank.npz`` and the model's head searches it. Putting
+  the bank inside the graph is what breaks anomalib's PatchCore ONNX/TensorRT export for real banks.
 
 The ONNX file carries metadata (model, image size, sha256 of the weights it came from) so a
 runtime can refuse a graph that belongs to another bundle.
@@ -21,12 +24,10 @@ from pathlib import Path
 
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ad_core.bundle import Bundle
 from ad_core.fileio import write_bytes_atomic
-from ad_core.filters import blur, gaussian_kernel
 from ad_core.graph_io import EMBEDDING_OUTPUT, META_PREFIX, SCORE_OUTPUTS, onnx_metadata
 
 __all__ = ["EMBEDDING_OUTPUT", "SCORE_OUTPUTS", "export_onnx", "onnx_bytes", "onnx_metadata", "scoring_graph"]
@@ -53,64 +54,14 @@ class ExportType(str, Enum):
     TENSORRT = "tensorrt"
 
 
-class ScoreGraph(nn.Module):
-    """Image -> (raw score, anomaly map) for the models whose whole scoring exports."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw scores ``(B,)`` and maps ``(B, 1, S, S)``."""
-        out = self.module(image)
-        return out.pred_score.reshape(-1), out.anomaly_map
-
-
-class PadimGraph(nn.Module):
-    """anomalib's PaDiM scoring with the map's 33x33 Gaussian blur done as two 1-D passes (same numbers)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-        sigma = 4  # anomalib's PaDiM AnomalyMapGenerator default
-        self.register_buffer("kernel", gaussian_kernel(sigma), persistent=False)
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw scores ``(B,)`` and maps ``(B, 1, S, S)``."""
-        m = self.module
-        embedding = m.generate_embedding(m.feature_extractor(image))
-        stats = [m.gaussian.mean, m.gaussian.inv_covariance]
-        distance = m.anomaly_map_generator.compute_distance(embedding, stats)
-        upsampled = F.interpolate(distance, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        anomaly_map = blur(upsampled, self.kernel)
-        return anomaly_map.amax(dim=(-2, -1)).reshape(-1), anomaly_map
-
-
-class EmbeddingGraph(nn.Module):
-    """Image -> PatchCore patch embeddings ``(B, D, h, w)`` (anomalib's feature path)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Pooled, upsampled and concatenated backbone features."""
-        m = self.module
-        features = m.feature_extractor(image)
-        features = {layer: m.feature_pooler(f) for layer, f in features.items()}
-        return m.generate_embedding(features)
-
-
 def scoring_graph(bundle: Bundle) -> nn.Module:
     """The torch module that is exported (and run by the torch backend), in eval mode."""
-    module = bundle.model.module
-    graphs = {"patchcore": EmbeddingGraph, "padim": PadimGraph}
-    return graphs.get(bundle.meta["model"], ScoreGraph)(module).eval()
+    return bundle.model.scoring_graph()
 
 
 def graph_kind(bundle: Bundle) -> str:
-    """``"embedding"`` for PatchCore, ``"score"`` otherwise."""
-    return "embedding" if bundle.meta["model"] == "patchcore" else "score"
+    """``"embedding"`` (the head finishes the score) or ``"score"``, from the model's spec."""
+    return bundle.model.spec.graph_kind
 
 
 def onnx_bytes(bundle: Bundle, opset: int = 17) -> bytes:
@@ -119,7 +70,7 @@ def onnx_bytes(bundle: Bundle, opset: int = 17) -> bytes:
         raise ValueError(f"opset {opset}: use 17 or 18 (TensorRT 10 on JetPack 6)")
     graph = scoring_graph(bundle)
     size = int(bundle.meta["image_size"])
-    outputs = [EMBEDDING_OUTPUT] if graph_kind(bundle) == "embedding" else list(SCORE_OUTPUTS)
+    outputs = bundle.model.spec.outputs
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
@@ -141,8 +92,8 @@ def onnx_bytes(bundle: Bundle, opset: int = 17) -> bytes:
         "weights_sha256": bundle.meta.get("sha256", {}).get(bundle.meta["weights_pth"], ""),
         "meta": json.dumps({k: meta[k] for k in EMBEDDED_META_KEYS if k in meta}),
     }
-    if graph_kind(bundle) == "embedding":
-        props["embedding_dim"] = str(sum(bundle.model.module.feature_extractor.out_dims))
+    if getattr(graph, "embedding_dim", None):
+        props["embedding_dim"] = str(graph.embedding_dim)
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = META_PREFIX + key, value

@@ -15,9 +15,6 @@ says so.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,30 +22,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ad_core.bundle import load_bundle, separate_out_dir
+from ad_core.bundle import load_bundle, separate_out_dir, write_bundle
 from ad_core.data.layout import resolve_category
 from ad_core.errors import ConfigError
 from ad_core.fileio import load_npz, sha256, write_bytes_atomic, write_json_atomic
-from ad_core.models import FitConfig
+from ad_core.models.registry import get_spec
+from ad_core.options import TrainOptions
+from ad_core.rundir import staged
 from ad_core.scoring import best_f1_threshold, image_auroc
-from ad_core.train import history_csv, split_train_val, versions, write_bundle
-
-MERGE_FLAGS = {"patchcore": "load_bank", "padim": "load_stats"}
-
-
-def _move_into(staging: Path, out: Path) -> None:
-    """Replace files in ``out`` by those in ``staging``; meta.json last, so a crash leaves a detectable mix."""
-    out.mkdir(parents=True, exist_ok=True)
-    files = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == "meta.json")
-    for src in files:
-        dst = out / src.relative_to(staging)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
+from ad_core.train import history_csv, split_train_val, versions
 
 
 def retrain(
     model: str,
-    pretrained_pth: str | Path,
+    pretrained_pth: str | Path | None,
     meta_json: str | Path,
     category: str,
     data_root: str | Path,
@@ -68,8 +55,9 @@ def retrain(
 
     Args:
         model: ``patchcore``, ``padim``, ``efficientad`` or ``vae``; must match meta.json.
-        pretrained_pth: the weights to start from (``model.pth``).
-        meta_json: the bundle's meta.json (left untouched).
+        pretrained_pth: the weights to start from (``model.pth``); None: the ones meta.json names.
+        meta_json: the bundle's meta.json (left untouched), or any folder or file that stands for it:
+            a run directory, a ``pytorch/``, retrain or engine folder, a ``model.onnx`` / ``model.plan``.
         category: category folder of the new images.
         data_root: data root holding it (seed or MVTec layout); its test split, when present,
             refreshes the raw score statistics.
@@ -84,32 +72,38 @@ def retrain(
         patience: early-stopping patience of fine-tuning, in epochs.
         stop: set it to stop (from another thread).
     """
+    spec = get_spec(model)
     for flag, value in (("load_bank", load_bank), ("load_stats", load_stats)):
-        if value is not None and MERGE_FLAGS.get(model) != flag:
-            owner = "PatchCore" if flag == "load_bank" else "PaDiM"
-            raise ConfigError(f"--{flag} is for {owner} only; this is {model}")
+        if value is not None and spec.merge_flag != flag:
+            raise ConfigError(
+                f"--{flag} merges into another model's array file; {model} "
+                + (f"takes --{spec.merge_flag}" if spec.merge_flag else "has none (it fine-tunes its weights)")
+            )
     meta_path, out = separate_out_dir(meta_json, out_dir, "retrained")
     merge_file = load_bank if load_bank is not None else load_stats
     bundle = load_bundle(meta_path, weights=pretrained_pth, arrays=merge_file, model=model)
+    weights_file = Path(pretrained_pth) if pretrained_pth is not None else bundle.path / bundle.meta["weights_pth"]
     ad_model = bundle.model
-    previous = None
-    if merge_file is not None:
-        previous = load_npz(merge_file)
-        if model == "padim" and "n_samples" not in previous and "train_images" in bundle.meta:
-            previous["n_samples"] = np.asarray(bundle.meta["train_images"])  # stats.npz without the count
+    previous = ad_model.previous_arrays(load_npz(merge_file), bundle.meta) if merge_file is not None else None
     data = resolve_category(data_root, category)
     torch.manual_seed(seed)
-    cfg = FitConfig(batch_size, num_workers, epochs, patience, seed, progress=log)
-    if stop is not None:
-        cfg.stop = stop
-    if ad_model.name in MERGE_FLAGS:
+    cfg = TrainOptions(
+        seed=seed,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        epochs=epochs,
+        patience=patience,
+        progress=log,
+        stop=stop,
+    )
+    if spec.merge_flag:
         train_paths, val_paths = list(data.train), []
     else:
         train_paths, val_paths = split_train_val(list(data.train), 0.1, seed)
     info = ad_model.update(train_paths, val_paths, cfg, previous)
     history = info.pop("history", [])
 
-    meta: dict[str, Any] = {k: v for k, v in bundle.meta.items() if k not in ("sha256", "engine")}
+    meta: dict[str, Any] = {k: v for k, v in bundle.meta.items() if k not in ("sha256", "engine", "retrain")}
     refreshed = _refresh_statistics(ad_model, data, batch_size, num_workers, log)
     if refreshed is None:
         meta["threshold_source"] = f"inherited:{bundle.meta.get('threshold_source', 'unknown')}"
@@ -120,8 +114,8 @@ def retrain(
         versions=versions(),
         retrain={
             "from_meta_json": str(meta_path.resolve()),
-            "from_weights": str(Path(pretrained_pth).resolve()),
-            "from_weights_sha256": sha256(pretrained_pth),
+            "from_weights": str(weights_file.resolve()),
+            "from_weights_sha256": sha256(weights_file),
             "merged_with": str(Path(merge_file).resolve()) if merge_file is not None else None,
             "category": category,
             "data_root": str(data.data_root.resolve()),
@@ -131,16 +125,11 @@ def retrain(
             **(refreshed or {}),
         },
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
-    try:
-        write_bundle(ad_model, staging, meta)
+    with staged(out, "merge") as stage:
+        write_bundle(ad_model, stage.path, meta)
         if log:
-            write_bytes_atomic(staging / "logs" / "history.csv", history_csv(history))
-            write_json_atomic(staging / "logs" / "retrain.json", {"fit": info, "history": history})
-        _move_into(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            write_bytes_atomic(stage.path / "logs" / "history.csv", history_csv(history))
+            write_json_atomic(stage.path / "logs" / "retrain.json", {"fit": info, "history": history})
     return out
 
 

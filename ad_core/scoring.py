@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 DEFAULT_NORMALIZED_THRESHOLD = 0.5
+THRESHOLD_SCALES = ("normalized", "raw")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A decision threshold and the one rule that applies it: ``score >= value`` is anomalous.
+
+    ``scale="normalized"`` (seed 003, 0-1, the default) compares the normalised score;
+    ``scale="raw"`` (the seed's Jetson ``infer -t``) compares the raw score, so a raw threshold
+    outside the calibration range still decides exactly.
+    """
+
+    value: float
+    scale: str = "normalized"
+
+    def __post_init__(self) -> None:
+        if self.scale not in THRESHOLD_SCALES:
+            raise ValueError(f"threshold scale {self.scale!r}: choose one of {', '.join(THRESHOLD_SCALES)}")
+        if not np.isfinite(self.value):
+            raise ValueError(f"threshold {self.value!r}: give a finite number")
+        if self.scale == "normalized" and not 0.0 <= self.value <= 1.0:
+            raise ValueError(f"normalised threshold {self.value!r}: it lies between 0 and 1")
+
+    def decide(self, raw, score) -> np.ndarray:
+        """Decisions for raw scores and their normalised scores (arrays of the same shape)."""
+        against = raw if self.scale == "raw" else score
+        return np.asarray(against) >= self.value
 
 
 def normalize(raw, threshold: float, min_val: float, max_val: float):

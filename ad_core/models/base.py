@@ -1,56 +1,63 @@
-"""The interface every model shares: fit on normal images, score a batch, save and load its state.
+"""The interface every model shares: fit on normal images, score images, save and load its state.
 
-A model object wraps a pure ``nn.Module`` (anomalib's torch models, or our VAE) whose ``forward``
-in eval mode returns :class:`anomalib.data.InferenceBatch` (``pred_score``, ``anomaly_map``). The
-wrapper owns hyperparameters, preprocessing, training and the split of its state into
-``model.pth`` plus an optional array file (``memory_bank.npz`` / ``stats.npz``).
+A model object wraps a pure ``nn.Module`` (anomalib's torch models, or our VAE). The wrapper owns
+hyperparameters, preprocessing, training and the split of its state into ``model.pth`` plus an
+optional array file (``memory_bank.npz`` / ``stats.npz``); what files and keys those are comes from
+the model's spec (``ad_core/models/<name>/spec.py``).
+
+Scoring always goes through :class:`ad_core.runtime.Scorer`: the model's export graph (run by torch
+here) followed by its head, the same two steps every deployed runtime runs. So the scores that set
+a threshold in calibration, ``ad-core test`` and tuning are computed the way the threshold is
+applied later (``tests/test_runtime.py`` compares them with the exported ONNX graph).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from anomalib.data import InferenceBatch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.errors import ADCoreError, BundleError, TrainingDiverged, TrainingStopped
+from ad_core.models.registry import get_spec
+from ad_core.models.spec import ModelSpec
+from ad_core.options import TrainOptions
 from ad_core.preprocessing import Preprocess
 
-
-@dataclass
-class FitConfig:
-    """How to fit: loader settings, epochs and early stopping, progress and cancellation."""
-
-    batch_size: int = 8
-    num_workers: int = 0
-    epochs: int | None = None
-    patience: int = 5
-    seed: int = 0
-    progress: bool = True
-    weights: str | Path | None = None
-    allow_download: bool | None = None
-    on_epoch: Callable[[dict], None] | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
+FitConfig = TrainOptions  # the name the models' signatures use
 
 
 class AnomalyModel(ABC):
     """Base class of every registered model."""
 
-    name: ClassVar[str]
-    dir_name: ClassVar[str]
-    artifact_file: ClassVar[str | None] = None  # "memory_bank.npz" | "stats.npz"
-    artifact_key: ClassVar[str | None] = None  # the meta.json key naming it
-    seed_keys: ClassVar[tuple[str, ...]] = ()  # seed 001 hyperparameter keys written to meta.json
+    name: ClassVar[str]  # the registry name; everything else about the model is in its spec
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model's registry entry."""
+        return get_spec(self.name)
+
+    @property
+    def dir_name(self) -> str:
+        """Run-directory name (``PatchCore``, ``PaDiM`` ...)."""
+        return self.spec.dir_name
+
+    @property
+    def artifact_file(self) -> str | None:
+        """``memory_bank.npz`` / ``stats.npz``, or None."""
+        return self.spec.artifact_file
+
+    @property
+    def artifact_key(self) -> str | None:
+        """The meta.json key naming the array file."""
+        return self.spec.artifact_key
 
     def __init__(self, **hparams: Any) -> None:
         self.hparams = dict(hparams)
@@ -89,12 +96,20 @@ class AnomalyModel(ABC):
             raise ADCoreError(f"{self.name} has no memory bank or statistics to merge")
         return self.fit(train, val, cfg)
 
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> InferenceBatch:
-        """Score a preprocessed batch ``(B, 3, S, S)``: raw ``pred_score (B,)`` and ``anomaly_map``."""
+    def previous_arrays(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The arrays to merge new images into (``--load_bank`` / ``--load_stats``), completed from meta.json."""
+        return arrays
+
+    def scoring_graph(self) -> nn.Module:
+        """The module that is exported to ONNX and run by the torch backend, in eval mode."""
         self.module.eval()
-        out = self.module(images)
-        return InferenceBatch(pred_score=out.pred_score.reshape(-1), anomaly_map=out.anomaly_map)
+        return self.spec.graph_class(self.module).eval()
+
+    def scorer(self, bank_search: str = "auto"):
+        """A :class:`ad_core.runtime.Scorer` on the current weights (torch graph + head), for raw scores."""
+        from ad_core.runtime import Scorer
+
+        return Scorer.for_model(self, bank_search=bank_search)
 
     def interim_scores(self, paths: Sequence[Path], calib: Sequence[Path], cfg: FitConfig) -> np.ndarray:
         """Raw scores in the middle of training (tuning reports them to prune hopeless trials)."""
@@ -108,13 +123,14 @@ class AnomalyModel(ABC):
         progress: bool = False,
         desc: str = "scoring",
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw scores ``(N,)`` and anomaly maps ``(N, S, S)`` for image files."""
+        """Raw scores ``(N,)`` and raw anomaly maps ``(N, S, S)`` for image files, on the deployed scoring path."""
         loader = make_loader(ImageDataset(paths, self.preprocess), batch_size, num_workers)
+        scorer = self.scorer()
         scores, maps = [], []
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-            out = self.predict(batch["image"])
-            scores.append(out.pred_score.float().cpu().numpy())
-            maps.append(out.anomaly_map.float().cpu().numpy()[:, 0])
+            raw, raw_map = scorer.raw(batch["image"])
+            scores.append(raw)
+            maps.append(raw_map)
         return np.concatenate(scores), np.concatenate(maps)
 
     # -- persistence ---------------------------------------------------------------------------
@@ -142,7 +158,7 @@ class AnomalyModel(ABC):
 
     def meta(self) -> dict[str, Any]:
         """The seed 001 hyperparameter keys for meta.json."""
-        return {k: self.hparams[k] for k in self.seed_keys}
+        return {k: self.hparams[k] for k in self.spec.seed_keys}
 
 
 def load_strict(module: nn.Module, state: dict[str, torch.Tensor], filename: str) -> None:

@@ -125,8 +125,6 @@ class EfficientAd(AnomalyModel):
     """Student-teacher + auto-encoder (Batzner et al. 2024)."""
 
     name = "efficientad"
-    dir_name = "EfficientAD"
-    seed_keys = ("model_size", "learning_rate")
 
     def build_module(self) -> EfficientAdModel:
         """AnomaLib's torch model (teacher 384 channels, no padding, padded maps)."""
@@ -262,7 +260,7 @@ class EfficientAd(AnomalyModel):
             c = m.teacher_out_channels
             return float(dist.mean() + ((teacher - ae) ** 2).mean() + ((ae - student[:, c:]) ** 2).mean())
 
-        batch = FitConfig(**{**cfg.__dict__, "batch_size": 1})
+        batch = cfg.replace(batch_size=1)
         params = [*m.student.parameters(), *m.ae.parameters()]
         result = train_loop(self, params, step, val_loss, train, val, batch, self.hparams["learning_rate"], 20)
         self._map_quantiles(val or train, cfg)

@@ -15,17 +15,14 @@ from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.errors import BundleError
 from ad_core.models.backbone_model import BackboneModel
 from ad_core.models.base import FitConfig, TrainingStopped
-from ad_core.models.coreset import k_center_greedy
+from ad_core.models.patchcore.coreset import k_center_greedy
+from ad_core.models.patchcore.graph import EmbeddingGraph
 
 
 class PatchCore(BackboneModel):
     """Nearest-neighbour distance of patch features to a coreset of normal patch features."""
 
     name = "patchcore"
-    dir_name = "PatchCore"
-    artifact_file = "memory_bank.npz"
-    artifact_key = "memory_bank"
-    seed_keys = ("backbone", "layers", "coreset_ratio", "num_neighbors")
 
     def build_module(self) -> PatchcoreModel:
         """AnomaLib's torch model, weights loaded separately."""
@@ -38,11 +35,8 @@ class PatchCore(BackboneModel):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Patch embeddings ``(B*h*w, D)`` exactly as PatchcoreModel computes them."""
-        m = self.module
-        features = m.feature_extractor(images)
-        features = {layer: m.feature_pooler(f) for layer, f in features.items()}
-        return m.reshape_embedding(m.generate_embedding(features))
+        """Patch embeddings ``(B*h*w, D)``: the export graph's output, as PatchcoreModel reshapes it."""
+        return self.module.reshape_embedding(EmbeddingGraph(self.module)(images))
 
     def _embed_paths(self, paths: Sequence[Path], cfg: FitConfig) -> torch.Tensor:
         loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)

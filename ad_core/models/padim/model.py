@@ -21,10 +21,6 @@ class Padim(BackboneModel):
     """Mahalanobis distance of each patch to a per-position Gaussian of normal features."""
 
     name = "padim"
-    dir_name = "PaDiM"
-    artifact_file = "stats.npz"
-    artifact_key = "stats"
-    seed_keys = ("backbone", "layers", "n_features")
 
     def build_module(self) -> PadimModel:
         """AnomaLib's torch model with a seeded random feature subset."""
@@ -81,6 +77,12 @@ class Padim(BackboneModel):
         """Per-position mean and covariance of the training embeddings (anomalib's estimator)."""
         self.module.eval()
         return self._fit_moments(*self._moments(train, cfg))
+
+    def previous_arrays(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A seed-era ``stats.npz`` lacks the image count; meta.json's ``train_images`` has it."""
+        if "n_samples" not in arrays and "train_images" in meta:
+            arrays = {**arrays, "n_samples": np.asarray(meta["train_images"])}
+        return arrays
 
     def update(
         self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig, previous: dict[str, np.ndarray] | None

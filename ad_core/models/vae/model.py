@@ -12,7 +12,7 @@ import torch
 from ad_core.data.images import read_image
 from ad_core.errors import ConfigError
 from ad_core.models.base import AnomalyModel, FitConfig, train_loop
-from ad_core.models.vae_torch import VAEModel, vae_loss
+from ad_core.models.vae.torch_model import VAEModel, vae_loss
 from ad_core.preprocessing import UNIT_SCALE, Preprocess
 
 
@@ -20,8 +20,6 @@ class VAE(AnomalyModel):
     """Variational auto-encoder trained on normal images only."""
 
     name = "vae"
-    dir_name = "VAE"
-    seed_keys = ("latent_dim", "learning_rate", "enc_channels")
 
     def build_module(self) -> VAEModel:
         """The seed 004 architecture."""

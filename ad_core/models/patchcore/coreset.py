@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from ad_core.knn import kmeans_cells
+from ad_core.models.patchcore.knn import kmeans_cells
 
 
 def random_projection(x: torch.Tensor, proj_dim: int, seed: int = 0) -> torch.Tensor:

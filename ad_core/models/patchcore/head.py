@@ -1,0 +1,131 @@
+"""PatchCore's deployed head: exact search of the memory bank, then anomalib's image score and map.
+
+It runs after the embedding graph on every backend (torch while training and testing, ONNX
+Runtime, OpenVINO, TensorRT once deployed), in numpy and scipy on the calling thread: torch's,
+OpenBLAS's and FAISS's worker threads busy-wait for milliseconds after each call and would take
+the other cores from the rest of the frame.
+
+``bank_search``: ``"auto"`` (default) uses FAISS's GPU index where a GPU build of FAISS sees a GPU,
+and otherwise :class:`ad_core.models.patchcore.knn.CellIndex`, an exact search that skips the bank
+rows the triangle inequality rules out and hands calls where that does not pay to FAISS (same
+neighbours as brute force); ``"cells"`` forces that one; ``"faiss"`` forces FAISS's ``IndexFlatL2``
+(GPU index when possible).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ad_core.errors import BundleError
+from ad_core.filters import gaussian_blur_numpy, nearest_resize
+from ad_core.graph_io import EMBEDDING_OUTPUT
+
+BANK_SEARCHES = ("auto", "cells", "faiss")
+
+
+class PatchcoreHead:
+    """Memory-bank search plus anomalib's PatchCore re-weighted image score and blurred map."""
+
+    uses_arrays = True
+
+    def __init__(
+        self,
+        bank: np.ndarray,
+        num_neighbors: int = 9,
+        source: str | Path = "memory_bank.npz",
+        engine: str = "auto",
+    ) -> None:
+        if engine not in BANK_SEARCHES:
+            raise BundleError(f"bank search {engine!r}: choose one of {', '.join(BANK_SEARCHES)}")
+        bank = np.ascontiguousarray(bank, np.float32)
+        if bank.ndim != 2 or bank.shape[0] == 0 or not np.isfinite(bank).all():
+            raise BundleError(f"{source}: the memory bank must be a finite (N, D) array with N > 0, got {bank.shape}")
+        self.source = source
+        self.bank = bank
+        self.num_neighbors = int(num_neighbors)
+        self.on_gpu = False
+        self.timings: dict[str, float] = {"bank_search": 0.0}
+        if engine in ("auto", "faiss"):
+            import faiss
+
+            if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:  # pragma: no cover - GPU only
+                self._resources = faiss.StandardGpuResources()
+                self.index = faiss.index_cpu_to_gpu(self._resources, 0, faiss.IndexFlatL2(bank.shape[1]))
+                self.index.add(bank)
+                self.on_gpu, self.engine = True, "faiss-gpu"
+                return
+            if engine == "faiss":
+                self.index = faiss.IndexFlatL2(bank.shape[1])
+                self.index.add(bank)
+                self.engine = "faiss"
+                return
+        from ad_core.models.patchcore.knn import CellIndex
+
+        self.index, self.engine = CellIndex(bank), "cells"
+
+    @classmethod
+    def open(
+        cls, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None, source: str | Path, bank_search: str = "auto"
+    ) -> PatchcoreHead:
+        """The head for a bundle: its ``memory_bank`` array and meta.json's ``num_neighbors``."""
+        if arrays is None:
+            raise BundleError(f"{source}: PatchCore needs its memory_bank.npz (-m / --memory_bank)")
+        if "memory_bank" not in arrays:
+            raise BundleError(f"{source}: no array named 'memory_bank' inside")
+        return cls(arrays["memory_bank"], int(meta.get("num_neighbors", 9)), source, bank_search)
+
+    @property
+    def width(self) -> int:
+        """Embedding width D the bank was built for."""
+        return int(self.bank.shape[1])
+
+    @property
+    def search_ms(self) -> float:
+        """The last call's search and image score, without the map (ms)."""
+        return self.timings["bank_search"]
+
+    def check(self, output_shapes: dict[str, list], source: str | Path) -> None:
+        """Refuse a graph whose embedding width differs from the bank's."""
+        shape = output_shapes.get(EMBEDDING_OUTPUT) or []
+        width = shape[1] if len(shape) > 1 and isinstance(shape[1], int) else None
+        if width is not None and width != self.width:
+            raise BundleError(
+                f"{self.source}: memory bank rows have width {self.width}, but the graph {source} produces "
+                f"embeddings of width {width}: the bank belongs to another backbone or layer set"
+            )
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        d2, idx = self.index.search(np.ascontiguousarray(queries, np.float32), k)
+        return np.sqrt(np.maximum(d2, 0.0)), idx.astype(np.int64)
+
+    def __call__(self, outputs: list[np.ndarray], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores ``(B,)`` and maps ``(B, 1, S, S)`` from the graph's embeddings ``(B, D, h, w)``."""
+        embedding = np.asarray(outputs[0], np.float32)
+        b, d, h, w = embedding.shape
+        if d != self.width:
+            raise BundleError(
+                f"{self.source}: memory bank width {self.width} does not match the graph's embedding width {d}"
+            )
+        start = time.perf_counter()
+        flat = np.ascontiguousarray(embedding.transpose(0, 2, 3, 1).reshape(-1, d))
+        dist, loc = self._search(flat, 1)
+        patch_scores, locations = dist.reshape(b, h * w), loc.reshape(b, h * w)
+        rows = np.arange(b)
+        max_patches = patch_scores.argmax(1)
+        score = patch_scores[rows, max_patches]
+        if self.num_neighbors > 1:  # anomalib's re-weighting by the nearest sample's neighbourhood
+            bank = self.bank
+            max_features = flat.reshape(b, h * w, d)[rows, max_patches]
+            nn_sample = bank[locations[rows, max_patches]]
+            _, support = self._search(nn_sample, min(self.num_neighbors, len(bank)))
+            distances = np.sqrt(((bank[support] - max_features[:, None, :]) ** 2).sum(-1))
+            softmax = np.exp(distances - distances.max(1, keepdims=True))
+            score = (1.0 - softmax[:, 0] / softmax.sum(1)) * score
+        self.timings["bank_search"] = (time.perf_counter() - start) * 1000.0
+        return score.astype(np.float32), gaussian_blur_numpy(
+            nearest_resize(patch_scores.reshape(b, 1, h, w), image_size)
+        )

@@ -1,0 +1,32 @@
+"""PatchCore's hyperparameters and what the rest of ad_core needs to know about it (no heavy imports)."""
+
+from ad_core.models.spec import BACKBONE_PARAMS, ModelSpec, Param
+
+SPEC = ModelSpec(
+    name="patchcore",
+    dir_name="PatchCore",
+    factory="ad_core.models.patchcore.model:PatchCore",
+    params=(
+        *BACKBONE_PARAMS,
+        Param(
+            "coreset_ratio",
+            float,
+            0.1,
+            "fraction of patch features kept in the memory bank",
+            low=1e-4,
+            high=1.0,
+            log=True,
+        ),
+        Param("num_neighbors", int, 9, "neighbours used to re-weight the image score", low=1, high=50),
+    ),
+    trained=False,
+    description="PatchCore (Roth et al. 2022): nearest-neighbour patch distances to a coreset memory bank",
+    seed_keys=("backbone", "layers", "coreset_ratio", "num_neighbors"),
+    graph="ad_core.models.patchcore.graph:EmbeddingGraph",
+    graph_kind="embedding",
+    head="ad_core.models.patchcore.head:PatchcoreHead",
+    artifact_file="memory_bank.npz",
+    artifact_key="memory_bank",
+    merge_flag="load_bank",
+    tune_dims=("backbone", "layers", "coreset_ratio"),
+)
