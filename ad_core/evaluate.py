@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
@@ -16,6 +15,7 @@ from ad_core.bundle import load_bundle, write_meta
 from ad_core.data.images import read_image, read_mask
 from ad_core.data.layout import resolve_category
 from ad_core.fileio import write_bytes_atomic, write_json_atomic
+from ad_core.filters import resize_map
 from ad_core.rundir import PREDICTION_FIELDS, RunDir, staged
 from ad_core.scoring import best_f1_threshold, confusion, image_auroc, normalize
 from ad_core.viz import (
@@ -60,8 +60,7 @@ def _save_pictures(out: Path, samples, norm_maps, threshold: float, progress: bo
         rgb = read_image(sample.path)
         sub = "anomaly" if sample.label else "normal"
         small = np.asarray(norm_map, np.float32)
-        full = Image.fromarray(small).resize((rgb.shape[1], rgb.shape[0]), Image.BILINEAR)
-        pred = np.asarray(full) >= threshold
+        pred = resize_map(small, rgb.shape[1], rgb.shape[0]) >= threshold
         stem = sample.path.stem if sample.defect in {"good", "anomaly"} else f"{sample.defect}_{sample.path.stem}"
         save_png(mask_outline(overlay(rgb, small), pred), out / "images" / sub / f"{stem}_overlay.png")
         save_png(pred.astype(np.uint8) * 255, out / "images" / sub / f"{stem}_mask.png")

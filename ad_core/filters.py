@@ -70,3 +70,13 @@ def nearest_resize(x: np.ndarray, size: int) -> np.ndarray:
     rows = np.minimum(np.floor(np.arange(size, dtype=np.float32) * np.float32(h / size)).astype(np.int64), h - 1)
     cols = np.minimum(np.floor(np.arange(size, dtype=np.float32) * np.float32(w / size)).astype(np.int64), w - 1)
     return x[..., rows[:, None], cols[None, :]]
+
+
+def resize_map(heat: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A 2-D float map resized bilinearly to ``(height, width)`` (PIL, the one map resize everywhere)."""
+    heat = np.asarray(heat, np.float32)
+    if heat.shape == (height, width):
+        return heat
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(heat).resize((int(width), int(height)), Image.BILINEAR))

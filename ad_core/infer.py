@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from ad_core.data.images import read_image
 from ad_core.errors import ConfigError, DataError
 from ad_core.fileio import write_bytes_atomic
+from ad_core.inspector import Inspector
 from ad_core.predict import expand_inputs
-from ad_core.runtime import open_scorer
+from ad_core.scoring import Threshold
 
 CSV_FIELDS = ("file", "raw_score", "normalized_score", "decision", "latency_ms")
 
@@ -107,7 +108,7 @@ def infer(
     if threshold is not None and not np.isfinite(threshold):
         raise ConfigError(f"-t/--threshold {threshold}: give a finite raw score")
     paths = expand_inputs([data])
-    scorer = open_scorer(
+    inspector = Inspector.open(
         engine,
         backend,
         memory_bank=memory_bank,
@@ -116,11 +117,14 @@ def infer(
         image_size=image_size,
         precision=precision,
     )
+    scorer = inspector.scorer
     if threshold is not None:
+        inspector.threshold = Threshold(float(threshold), "raw")
         raw_thr, source = float(threshold), "raw, from -t/--threshold"
         norm_thr = float(scorer.normalize(raw_thr))
     else:
         norm_thr = scorer.image_threshold if norm_threshold is None else float(norm_threshold)
+        inspector.threshold = norm_thr
         source = "normalised, from --norm_threshold" if norm_threshold is not None else "normalised, meta.json"
         raw_thr = scorer.raw_threshold(norm_thr)
     backend_name = scorer.backend if precision == "fp32" else f"{scorer.backend} ({precision})"
@@ -134,21 +138,12 @@ def infer(
             report.skipped.append((str(path), str(exc)))
             continue
         if not warmed:  # first call allocates and compiles; keep it out of the latency figures
-            scorer([rgb])
+            inspector(rgb)
             warmed = True
         start = time.perf_counter()
-        result = scorer([rgb])
+        result = inspector(rgb, path)
         latency = (time.perf_counter() - start) * 1000.0
-        raw = float(result.raw_score[0])
-        report.rows.append(
-            {
-                "file": str(path),
-                "raw_score": raw,
-                "normalized_score": float(result.score[0]),
-                "decision": "anomaly" if raw >= raw_thr else "normal",
-                "latency_ms": latency,
-            }
-        )
+        report.rows.append({**result.row(), "latency_ms": latency})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()

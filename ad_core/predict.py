@@ -1,28 +1,14 @@
-"""Scoring single images or folders with a trained run, before any export exists."""
+"""Scoring single images or folders with a trained run (no export needed) through the Inspector."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from ad_core.bundle import Bundle
 from ad_core.data.images import list_images, read_image
 from ad_core.errors import DataError
-from ad_core.runtime import open_scorer
-
-
-@dataclass
-class Prediction:
-    """One image's result."""
-
-    file: str
-    raw_score: float
-    normalized_score: float
-    is_anomaly: bool
-    anomaly_map: np.ndarray  # normalised, model resolution
+from ad_core.inspector import Inspection, Inspector
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
@@ -46,22 +32,23 @@ def predict(
     inputs: Iterable[str | Path],
     threshold: float | None = None,
     batch_size: int = 8,
-) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Score images; returns the predictions and ``(file, reason)`` for each unreadable file.
+    backend: str = "torch",
+) -> tuple[list[Inspection], list[tuple[str, str]]]:
+    """Score images; returns one :class:`Inspection` per image and ``(file, reason)`` per unreadable file.
 
-    A thin caller of :mod:`ad_core.runtime` (torch backend, so no export is needed).
+    A thin caller of :class:`ad_core.inspector.Inspector` (torch backend by default: no export is needed).
 
     Args:
-        run: run directory, bundle folder or a loaded :class:`Bundle`.
+        run: run directory, bundle folder, engine file or a loaded :class:`Bundle`.
         inputs: image files and/or folders.
         threshold: normalised decision threshold (0-1); default meta.json's ``image_threshold``.
         batch_size: images per forward pass.
+        backend: the runtime backend (see :func:`ad_core.runtime.open_scorer`).
     """
-    scorer = open_scorer(run, backend="torch")
-    thr = scorer.image_threshold if threshold is None else float(threshold)
-    if not 0.0 <= thr <= 1.0:
-        raise DataError(f"--threshold {thr}: the normalised threshold must be between 0 and 1")
-    results: list[Prediction] = []
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise DataError(f"--threshold {threshold}: the normalised threshold must be between 0 and 1")
+    inspector = Inspector.open(run, backend, threshold=threshold)
+    results: list[Inspection] = []
     skipped: list[tuple[str, str]] = []
     paths = expand_inputs(inputs)
     for start in range(0, len(paths), batch_size):
@@ -72,13 +59,6 @@ def predict(
                 names.append(str(p))
             except DataError as exc:
                 skipped.append((str(p), str(exc)))
-        if not images:
-            continue
-        out = scorer(images, thr)
-        for i, name in enumerate(names):
-            results.append(
-                Prediction(
-                    name, float(out.raw_score[i]), float(out.score[i]), bool(out.is_anomaly[i]), out.anomaly_map[i]
-                )
-            )
+        if images:
+            results.extend(inspector.batch(images, names))
     return results, skipped

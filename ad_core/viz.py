@@ -16,6 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from ad_core.fileio import write_bytes_atomic
+from ad_core.filters import resize_map
 
 
 @functools.cache
@@ -30,9 +31,7 @@ def overlay(rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarra
     The map is quantised to 256 colours and blended in integers (8-bit fixed point): about 15x
     faster than a float colour map at 640 x 480, which matters for a camera stream.
     """
-    h, w = rgb.shape[:2]
-    if heat.shape != (h, w):
-        heat = np.asarray(Image.fromarray(heat.astype(np.float32)).resize((w, h), Image.BILINEAR))
+    heat = resize_map(heat, rgb.shape[1], rgb.shape[0])
     index = (np.clip(heat, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     colour = _jet_lut()[index].astype(np.uint16)
     a = round(alpha * 256)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
@@ -34,6 +35,22 @@ class SubscriptionLoop:
         self._wake = node.create_guard_condition(lambda: None)
         self._executor: SingleThreadedExecutor | None = None
         self.mode = "wait set"
+
+    @classmethod
+    def on_topic(cls, parent: Node, msg_type, topic: str, callback, qos) -> SubscriptionLoop:
+        """A raw subscription to ``topic`` on a helper node ``<parent>_camera`` that only this loop serves."""
+        node = rclpy.create_node(
+            f"{parent.get_name()}_camera",
+            namespace=parent.get_namespace(),
+            context=parent.context,
+            start_parameter_services=False,
+        )
+        return cls(node, node.create_subscription(msg_type, topic, callback, qos, raw=True))
+
+    @property
+    def node(self) -> Node:
+        """The helper node the subscription lives on (destroy it after ``stop``)."""
+        return self._node
 
     def run(self) -> None:
         """Wait for messages and call the subscription's callback with each, until ``stop`` or the context's shutdown."""
@@ -61,6 +78,19 @@ class SubscriptionLoop:
                 raise
             if taken is not None:
                 sub.callback(taken[0])
+
+    def newest(self, raw: bytes) -> tuple[bytes, int]:
+        """``raw``, or the newest frame that has arrived since, and how many were passed over."""
+        sub, passed = self._sub, 0
+        while True:
+            try:
+                with sub.handle:
+                    newer = sub.handle.take_message(sub.msg_type, sub.raw)  # what rclpy's executors call
+            except Exception:  # an rclpy without it: the subscription's queue still bounds staleness
+                return raw, passed
+            if newer is None:
+                return raw, passed
+            raw, passed = newer[0], passed + 1
 
     def _spin_executor(self) -> None:
         self.mode = "executor"

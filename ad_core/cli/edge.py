@@ -1,0 +1,128 @@
+"""The Jetson-side commands (seed 001): retrain, convtrt, infer; and data, models."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """``ad-core retrain``."""
+    from ad_core.bundle import read_meta
+    from ad_core.retrain import retrain
+
+    out = retrain(
+        args.model,
+        args.pretrained_pth,
+        args.meta_json,
+        args.category,
+        args.data_root,
+        args.out_dir,
+        epochs=args.epochs,
+        batch_size=args.batch,
+        load_bank=args.load_bank,
+        load_stats=args.load_stats,
+        log=args.log == "on",
+        seed=args.seed,
+    )
+    meta = read_meta(out)
+    r = meta["retrain"]
+    print(f"retrained {args.model} into {out} ({r.get('mode', 'fine-tune')}, {r['new_images']} new images)")
+    if "memory_bank_size" in r:
+        print(f"  memory bank: {r.get('old_memory_bank_size', 0)} -> {r['memory_bank_size']} rows")
+    if "n_samples" in r:
+        print(f"  statistics over {r['n_samples']} images")
+    if "test_image_auroc" in r:
+        print(
+            f"  test: image AUROC {r['test_image_auroc']:.4f}, best F1 {r['test_image_f1']:.4f}; raw statistics refreshed"
+        )
+    else:
+        print("  no test images of both classes: raw score statistics inherited from the original meta.json")
+    print(
+        f"next: ad-core convtrt --model {args.model} --weights_pth {out / 'model.pth'} --meta_json {out / 'meta.json'}"
+    )
+    return 0
+
+
+def cmd_convtrt(args: argparse.Namespace) -> int:
+    """``ad-core convtrt``."""
+    from ad_core.convert import convtrt
+
+    result = convtrt(
+        args.model,
+        args.weights_pth,
+        args.meta_json,
+        args.out_dir,
+        memory_bank=args.memory_bank,
+        stats=args.stats,
+        opset=args.opset,
+        fp16=args.fp16,
+        workspace=args.workspace,
+        use_dla=args.use_dla,
+        max_batch=args.max_batch,
+    )
+    print(result.message)
+    print(f"  graph {'simplified (outputs checked)' if result.simplified else 'as exported'}; meta: {result.meta}")
+    engine = result.plan or result.onnx
+    bank = f" -m {result.memory_bank}" if result.memory_bank else ""
+    print(f"next: ad-core infer {args.model} -e {engine}{bank} -d <images>")
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """``ad-core infer``."""
+    from ad_core.infer import infer
+
+    report = infer(
+        args.model,
+        args.engine,
+        args.data,
+        image_size=args.image_size,
+        threshold=args.threshold,
+        norm_threshold=args.norm_threshold,
+        memory_bank=args.memory_bank,
+        meta_json=args.meta_json,
+        backend=args.backend,
+        out=args.out,
+        precision=args.precision,
+    )
+    print(report.summary())
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """``ad-core data``."""
+    if args.data_command == "sample":
+        from ad_core.data.sample import CATEGORIES, build_sample_dataset
+
+        written = build_sample_dataset(args.data_root, overwrite=args.overwrite)
+        print(f"sample data in {args.data_root}: {', '.join(CATEGORIES)} ({len(written)} written, rest already there)")
+    elif args.data_command == "visa-download":
+        from ad_core.data.visa import download_visa
+
+        print(f"VisA extracted to {download_visa(args.download_dir)}")
+    else:
+        from ad_core.data.visa import ARCHIVE_NAME, split_visa
+
+        src = Path(args.download_dir)
+        src = (
+            src / "VisA" if (src / "VisA").is_dir() else (src / ARCHIVE_NAME if (src / ARCHIVE_NAME).is_file() else src)
+        )
+        counts = split_visa(args.category, src, args.data_root)
+        print(f"VisA_{args.category}: {counts}")
+    return 0
+
+
+def cmd_models(_: argparse.Namespace) -> int:
+    """``ad-core models``."""
+    from ad_core.models import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        print(f"{name} ({spec.dir_name}): {spec.description}")
+        for p in spec.params:
+            rng = (
+                f" one of {list(p.choices)}" if p.choices else (f" in [{p.low}, {p.high}]" if p.low is not None else "")
+            )
+            print(f"  --{p.name:<16} default {p.default!s:<24}{rng}  {p.help}")
+    return 0

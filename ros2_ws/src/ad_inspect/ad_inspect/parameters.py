@@ -1,0 +1,31 @@
+"""The node's parameters: name, default, description and range (``config/params.yaml`` mirrors them)."""
+
+from __future__ import annotations
+
+from rcl_interfaces.msg import FloatingPointRange
+
+BACKENDS = ("onnxruntime", "tensorrt", "torch", "openvino")
+FIXED = ("image_topic", "compressed", "output_prefix")  # read once at start
+
+PARAMETERS = (
+    ("model_path", "", "bundle folder, engine folder, meta.json, model.onnx / .plan / .pth (inside models_root)", {}),
+    ("backend", "onnxruntime", f"inference backend: {' | '.join(BACKENDS)}", {}),
+    (
+        "threshold",
+        -1.0,
+        "normalised decision threshold 0-1 (-1: meta.json's image_threshold); changeable at run time",
+        {"floating_point_range": [FloatingPointRange(from_value=-1.0, to_value=1.0, step=0.0)]},
+    ),
+    ("image_topic", "/camera/image_raw", "input topic", {}),
+    ("compressed", False, "subscribe to sensor_msgs/CompressedImage instead of sensor_msgs/Image", {}),
+    ("output_prefix", "/anomaly", "prefix of the output topics", {}),
+    ("publish_map", True, "publish the anomaly map (32FC1, normalised)", {}),
+    ("publish_overlay", True, "publish the heat-map overlay (rgb8)", {}),
+    ("roi", [0, 0, 0, 0], "crop [x, y, width, height] before scoring; width or height 0: the whole frame", {}),
+    ("models_root", "models", "model paths (model_path, retrain and convert outputs) must lie inside it", {}),
+    ("data_root", "data", "retraining data root (seed layout); save_frame writes into it", {}),
+    ("category", "", "category folder for retrain and save_frame (default: meta.json's)", {}),
+    ("retrain_epochs", 1, "epochs of ~/retrain for EfficientAD / VAE", {}),
+    ("retrain_batch", 8, "batch size of ~/retrain", {}),
+    ("extend_bank", True, "~/retrain: PatchCore extends its memory bank, PaDiM merges statistics", {}),
+)
