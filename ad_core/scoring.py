@@ -33,7 +33,8 @@ class Threshold:
     def decide(self, raw, score) -> np.ndarray:
         """Decisions for raw scores and their normalised scores (arrays of the same shape)."""
         against = raw if self.scale == "raw" else score
-        return np.asarray(against) >= self.value
+        # float64: numpy would otherwise round the threshold to a float32 score's precision
+        return np.asarray(against, np.float64) >= np.float64(self.value)
 
 
 def normalize(raw, threshold: float, min_val: float, max_val: float):

@@ -202,10 +202,13 @@ class Tracker:
         """Training outcome: raw-score statistics, training log files and the ``pytorch/`` bundle."""
         self.log_metrics({k: meta.get(k) for k in ("image_threshold_auto", "raw_image_min", "raw_image_max")})
         self.set_tags({"run_dir": str(run_dir), "model": meta.get("model"), "category": meta.get("category")})
+        from ad_core.rundir import RunDir
+
+        run = RunDir(run_dir)
         for name in ("history.csv", "loss_curve.png", "train.json"):
-            if (run_dir / "logs" / name).is_file():
-                self.log_artifact(run_dir / "logs" / name, "logs")
-        self.log_folder(run_dir / "pytorch", "pytorch")
+            if (run.logs / name).is_file():
+                self.log_artifact(run.logs / name, "logs")
+        self.log_folder(run.pytorch, "pytorch")
 
     def log_test_result(self, report: dict[str, Any], out: Path, bundle_dir: Path | None) -> None:
         """Test metrics, the seed 004 plots and predictions; the bundle again (its meta.json changed)."""

@@ -1,10 +1,10 @@
-"""PatchCore's memory-bank search on CPU: ad_core.knn.CellIndex against FAISS and anomalib, same queries.
+"""PatchCore's memory-bank search on CPU: ad_core.models.patchcore.knn.CellIndex against FAISS and anomalib, same queries.
 
 For each data set, a PatchCore model is trained (256 px, bundled EfficientNet-Lite0, ``blocks.2
 blocks.4``, coreset ratio 0.1) and the test images' patch embeddings (1,024 per image) are searched
 against its bank, one image per call as a camera delivers them, by:
 
-* ``cells (auto)``: :class:`ad_core.knn.CellIndex` as the runtime uses it (pruned scan, FAISS when a
+* ``cells (auto)``: :class:`ad_core.models.patchcore.knn.CellIndex` as the runtime uses it (pruned scan, FAISS when a
   probe says pruning does not pay);
 * ``cells (pruned only)``: the same with the fallback off;
 * ``faiss``: FAISS's brute-force ``IndexFlatL2`` (what the runtime used before; OpenMP threads);
@@ -62,7 +62,7 @@ def bench_data(name: str, root: Path, category: str, test: list[Path], models: P
 
     from ad_core import load_bundle, train
     from ad_core.data.images import read_image
-    from ad_core.knn import CellIndex
+    from ad_core.models.patchcore.knn import CellIndex
     from ad_core.runtime import open_scorer
 
     run = train("patchcore", category, root, models, image_size=256, coreset_ratio=0.1, progress=False)

@@ -4,7 +4,7 @@ For each model, on the same images (one at a time, as a camera delivers them, fr
 RGB uint8 image to score + map) this measures:
 
 * ``ours``: ``ad_core.runtime.open_scorer(run)`` (ONNX Runtime; PatchCore's bank searched by the pruned
-  exact :class:`ad_core.knn.CellIndex`);
+  exact :class:`ad_core.models.patchcore.knn.CellIndex`);
 * ``ours faiss`` (PatchCore): the same with FAISS's brute-force ``IndexFlatL2`` for the bank;
 * ``ours openvino``: the same graph on our OpenVINO backend (f32, so scores match the other backends),
   and with ``precision="bf16"`` (opt-in, scores within about 1 %);
@@ -165,7 +165,8 @@ def bench_model(model: str, tmp: Path, category: str, images: list[np.ndarray], 
     if lit is not None:
         paths["anomalib_torch"] = lambda i: lit(as_tensor(images[i % len(images)]))
     else:  # our own torch module is the PyTorch path for the VAE
-        paths["torch_module"] = lambda i: bundle.model.predict(bundle.preprocess(images[i % len(images)])[None])
+        torch_scorer = bundle.model.scorer()
+        paths["torch_module"] = lambda i: torch_scorer.raw(bundle.preprocess(images[i % len(images)])[None])
     x = bundle.preprocess(images[0])[None]
     net = _network_alone(model, bundle.model.module)
     paths["network_alone"] = lambda i: net(x)

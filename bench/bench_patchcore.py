@@ -28,7 +28,7 @@ from ad_core.backbones import load_backbone_weights, resolve_weights
 from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.data.layout import resolve_category
 from ad_core.models import FitConfig, create_model
-from ad_core.models.coreset import k_center_greedy, k_center_greedy_plain
+from ad_core.models.patchcore.coreset import k_center_greedy, k_center_greedy_plain
 from ad_core.scoring import image_auroc
 
 
@@ -91,7 +91,8 @@ def main() -> None:
 
     with torch.no_grad():
         ref_scores = np.concatenate([ref(b).pred_score.numpy() for b in test_x.split(8)])
-    our_scores = np.concatenate([ours.predict(b).pred_score.numpy() for b in test_x.split(8)])
+    scorer = ours.scorer()
+    our_scores = np.concatenate([scorer.raw(b)[0] for b in test_x.split(8)])
 
     # coreset step alone on identical embeddings
     emb = torch.cat([ours.embed(b["image"]) for b in loader])

@@ -1,12 +1,10 @@
-"""Shared pieces of the panels: background jobs, status lines, pictures, forms from the registry."""
+"""Shared pieces of the panels: status lines, pictures, forms from the registry (jobs: :mod:`ad_core.jobs`)."""
 
 from __future__ import annotations
 
 import html
 import io
-import threading
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,59 +12,14 @@ import ipywidgets as w
 import numpy as np
 from PIL import Image
 
-from ad_core.errors import ADCoreError
-from ad_core.models.base import TrainingStopped
+from ad_core.errors import ADCoreError, TrainingStopped
+from ad_core.jobs import Job
 from ad_core.models.registry import Param
+
+__all__ = ["Job", "Status", "card", "file_link", "param_widget", "png_bytes", "read_param", "thumbnail", "write_param"]
 
 LAYOUT_WIDE = w.Layout(width="640px")
 STYLE = {"description_width": "150px"}
-
-
-class Job:
-    """Long work on a background thread: the kernel stays responsive and Stop sets an event.
-
-    ``target(stop)`` runs on the thread; its return value goes to ``on_done``; an exception goes
-    to ``on_error``. ``join`` waits for the thread (tests, notebooks run top to bottom).
-    """
-
-    def __init__(
-        self,
-        target: Callable[[threading.Event], Any],
-        on_done: Callable[[Any], None],
-        on_error: Callable[[BaseException], None],
-    ) -> None:
-        self.stop_event = threading.Event()
-        self._target, self._on_done, self._on_error = target, on_done, on_error
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> Job:
-        """Start the thread."""
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            self.result = self._target(self.stop_event)
-        except BaseException as exc:  # shown in the panel, never lost in a log
-            self.error = exc
-            self._on_error(exc)
-            return
-        self._on_done(self.result)
-
-    @property
-    def running(self) -> bool:
-        """True while the thread is alive."""
-        return self.thread.is_alive()
-
-    def stop(self) -> None:
-        """Ask the work to stop at its next check."""
-        self.stop_event.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for the work to end."""
-        self.thread.join(timeout)
 
 
 class Status(w.HTML):

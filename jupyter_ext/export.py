@@ -11,6 +11,7 @@ from pathlib import Path
 import ipywidgets as w
 
 from ad_core.bundle import bundle_dir, read_meta
+from ad_core.rundir import RunDir
 from jupyter_ext._common import LAYOUT_WIDE, STYLE, Job, Status, file_link
 
 
@@ -20,15 +21,16 @@ def package_for_jetson(run: str | Path) -> Path:
     Written to a temporary name and renamed, so a half-written archive never carries the final name.
     """
     folder = bundle_dir(run)
-    run_dir = folder.parent if folder.name == "pytorch" else folder
+    rd = RunDir.of(folder)
+    run_dir = rd.path
     out = run_dir / "jetson_bundle.tar.gz"
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".jetson_bundle.", suffix=".tmp")
     os.close(fd)
     try:
         with tarfile.open(tmp, "w:gz") as tar:
             tar.add(folder, arcname="pytorch")
-            if (run_dir / "engine" / "model.onnx").is_file():
-                tar.add(run_dir / "engine", arcname="engine")
+            if (rd.engine / "model.onnx").is_file():
+                tar.add(rd.engine, arcname="engine")
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -76,8 +78,7 @@ class ExportPanel(w.VBox):
         self.run.value = str(run)
 
     def _run_dir(self) -> Path:
-        folder = bundle_dir(self.run.value)
-        return folder.parent if folder.name == "pytorch" else folder
+        return RunDir.of(bundle_dir(self.run.value)).path
 
     def _start(self, what: str, work, done) -> Job | None:
         if self.job is not None and self.job.running:
@@ -102,14 +103,7 @@ class ExportPanel(w.VBox):
             from ad_core.convert import convtrt
 
             folder = bundle_dir(self.run.value)
-            meta = read_meta(folder)
-            return convtrt(
-                meta["model"],
-                folder / meta["weights_pth"],
-                folder / "meta.json",
-                self._run_dir() / "engine",
-                fp16=self.fp16.value,
-            )
+            return convtrt(read_meta(folder)["model"], None, folder, RunDir.of(folder).engine, fp16=self.fp16.value)
 
         def done(result) -> None:
             self.result = result
@@ -124,9 +118,9 @@ class ExportPanel(w.VBox):
             from ad_core.data.layout import resolve_category
             from ad_core.infer import infer
 
-            run_dir = self._run_dir()
-            meta = read_meta(run_dir)
-            engine = run_dir / "engine" / "model.onnx"
+            run = RunDir.of(bundle_dir(self.run.value))
+            meta = read_meta(bundle_dir(self.run.value))
+            engine = run.engine / "model.onnx"
             if not engine.is_file():
                 raise FileNotFoundError(f"{engine} is missing: click 'Export ONNX' first")
             data = self.check_data.value.strip()
@@ -136,9 +130,7 @@ class ExportPanel(w.VBox):
                 if not anomalies:
                     raise FileNotFoundError("no test/anomaly images to check with: name a folder in 'check images'")
                 data = str(anomalies[0].parent)
-            return infer(
-                meta["model"], engine, data, out=run_dir / "engine" / f"result_{meta['model']}.csv", progress=False
-            )
+            return infer(meta["model"], engine, data, out=run.engine / f"result_{meta['model']}.csv", progress=False)
 
         def done(report) -> None:
             self.report = report

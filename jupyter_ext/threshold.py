@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import html
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import ipywidgets as w
 import numpy as np
 
 from ad_core.bundle import bundle_dir, normalize_with, read_meta, save_threshold
-from ad_core.errors import BundleError
+from ad_core.rundir import RunDir
 from ad_core.scoring import denormalize, operating_point, threshold_for_target
 from jupyter_ext._common import LAYOUT_WIDE, STYLE, Status, card, png_bytes, thumbnail
 
@@ -87,17 +86,8 @@ class ThresholdExplorer(w.VBox):
         try:
             folder = bundle_dir(self.run.value)
             meta = read_meta(folder)
-            run_dir = folder.parent if folder.name == "pytorch" else folder
-            predictions = run_dir / "test_result" / "predictions.csv"
-            if not predictions.is_file():
-                raise BundleError(
-                    f"{run_dir} has no test result ({predictions} is missing): test it first "
-                    f"(`ad-core test --run {run_dir}` or the Train panel's 'test after training')"
-                )
-            with open(predictions, newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-            if not rows or {"file", "label", "raw_score"} - set(rows[0]):
-                raise BundleError(f"{predictions}: expected columns file, label, raw_score")
+            run = RunDir.of(folder)
+            run_dir, rows = run.path, run.predictions()
         except Exception as exc:
             self.meta = None
             self._enable(False)
@@ -236,7 +226,7 @@ class ThresholdExplorer(w.VBox):
         for i in idx[: self.gallery_size]:
             path = Path(self.files[i])
             sub = "anomaly" if self.labels[i] else "normal"
-            overlays = sorted((self.run_dir / "test_result" / "images" / sub).glob(f"*{path.stem}_overlay.png"))
+            overlays = sorted((RunDir(self.run_dir).test_result / "images" / sub).glob(f"*{path.stem}_overlay.png"))
             now = "flagged" if self.normalized[i] >= self.slider.value else "passed"
             picture = overlays[0] if overlays else path
             try:

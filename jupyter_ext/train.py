@@ -10,6 +10,7 @@ from typing import Any
 import ipywidgets as w
 
 from ad_core.models import get_spec, list_models
+from ad_core.rundir import RunDir
 from jupyter_ext._common import STYLE, Job, Status, file_link, param_widget, png_bytes, read_param, write_param
 
 
@@ -134,7 +135,7 @@ class TrainPanel(w.VBox):
         self.status.info(f"training {model} on {self.category_name} ...")
         self._busy(True)
 
-        target = self.target_run if self.target_run and not (self.target_run / "pytorch").exists() else None
+        target = self.target_run if self.target_run and not RunDir(self.target_run).trained else None
 
         def work(stop: threading.Event):
             from ad_core import evaluate, train

@@ -12,6 +12,7 @@ import ipywidgets as w
 import yaml
 
 from ad_core.models import list_models
+from ad_core.rundir import RunDir
 from ad_core.tune import METRICS, default_search_space
 from jupyter_ext._common import STYLE, Job, Status, file_link, png_bytes
 
@@ -143,7 +144,7 @@ class TunePanel(w.VBox):
         self.status.ok(
             f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed; best trial "
             f"{result.best_trial}: {result.best_value:.4f}; files in",
-            file_link(result.run_dir / "param"),
+            file_link(RunDir(result.run_dir).param),
         )
 
     def _failed(self, exc: BaseException) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ad_core.models.coreset import k_center_greedy, k_center_greedy_plain, random_projection
+from ad_core.models.patchcore.coreset import k_center_greedy, k_center_greedy_plain, random_projection
 
 
 def clustered(n=6000, d=64, seed=0):

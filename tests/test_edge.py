@@ -8,6 +8,7 @@ PyTorch model per image and the decisions must be identical.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ad_core.data.images import list_images
 from ad_core.data.layout import resolve_category
 from ad_core.fileio import load_npz, sha256
 from ad_core.models import FitConfig, create_model
+from ad_core.runtime import open_scorer
 from ad_core.scoring import denormalize, image_auroc
 
 # ONNX Runtime and PyTorch run different kernels; raw scores agree to about 1e-6 relative here.
@@ -98,7 +100,15 @@ def test_train_retrain_convtrt_infer(model, trained, new_root, tmp_path, capsys,
             load_npz(engine / "memory_bank.npz")["memory_bank"], load_npz(retrained / "memory_bank.npz")["memory_bank"]
         )
     else:
-        assert not (engine / "stats.npz").exists()  # PaDiM's statistics live inside the graph
+        # PaDiM's statistics live inside the graph; the copy beside it is for retraining on the device
+        engine_meta = json.loads((engine / "meta.json").read_text())
+        assert engine_meta["sha256"]["stats.npz"] == sha256(engine / "stats.npz")
+        assert "embedded in the graph" in engine_meta["engine"]["stats"]
+        bare = tmp_path / "bare_engine"
+        bare.mkdir()
+        for name in ("model.onnx", "meta.json"):
+            shutil.copy(engine / name, bare / name)
+        assert open_scorer(bare / "model.onnx").search is None  # it scores without stats.npz
 
     # -- infer: ONNX Runtime vs the retrained PyTorch model -----------------------------------------
     # convtrt was given the original meta.json, so its normalisation is the original one
@@ -112,17 +122,21 @@ def test_train_retrain_convtrt_infer(model, trained, new_root, tmp_path, capsys,
     assert [Path(r["file"]).name for r in rows] == [s.path.name for s in data.test]
     assert all(float(r["latency_ms"]) > 0 for r in rows)
     engine_bundle = load_bundle(bundle_dir, weights=retrained / "model.pth", arrays=_arrays(model, retrained))
-    ref = engine_bundle.model.predict(torch.stack([engine_bundle.preprocess(_rgb(s.path)) for s in data.test]))
+    with torch.no_grad():  # the reference: the retrained module's own forward (anomalib's, or the VAE's)
+        ref = engine_bundle.model.module.eval()(
+            torch.stack([engine_bundle.preprocess(_rgb(s.path)) for s in data.test])
+        )
+    ref_scores = ref.pred_score.reshape(-1).numpy()
     raw = np.array([float(r["raw_score"]) for r in rows])
-    np.testing.assert_allclose(raw, ref.pred_score.numpy(), rtol=RTOL)
-    expected = engine_bundle.normalize(ref.pred_score.numpy()) >= engine_bundle.image_threshold
+    np.testing.assert_allclose(raw, ref_scores, rtol=RTOL)
+    expected = engine_bundle.normalize(ref_scores) >= engine_bundle.image_threshold
     # the threshold is an original test image's score; where the retrained model scores that image
     # the same (its nearest rows are old ones), it sits on the threshold and either side is right
     m = engine_bundle.meta
     raw_thr = denormalize(
         engine_bundle.image_threshold, m["image_threshold_auto"], m["raw_image_min"], m["raw_image_max"]
     )
-    clear = np.abs(ref.pred_score.numpy() - raw_thr) > 2 * RTOL * np.abs(raw_thr)
+    clear = np.abs(ref_scores - raw_thr) > 2 * RTOL * np.abs(raw_thr)
     assert clear.sum() >= len(rows) - 1
     decisions = np.array([r["decision"] == "anomaly" for r in rows])
     np.testing.assert_array_equal(decisions[clear], expected[clear])

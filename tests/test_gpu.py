@@ -14,7 +14,8 @@ from ad_core import list_models
 from ad_core.convert import convtrt, tensorrt_available
 from ad_core.data.images import read_image
 from ad_core.data.layout import resolve_category
-from ad_core.runtime import PatchcoreSearch, open_scorer
+from ad_core.models.patchcore.head import PatchcoreHead
+from ad_core.runtime import open_scorer
 
 pytestmark = pytest.mark.gpu
 
@@ -57,19 +58,19 @@ def test_faiss_gpu_index_matches_cpu(trained, images):
     scorer = open_scorer(trained("patchcore"))
     assert scorer.search.on_gpu
     bank = scorer.search.bank
-    cpu = PatchcoreSearch.__new__(PatchcoreSearch)
+    cpu = PatchcoreHead.__new__(PatchcoreHead)
     cpu.__dict__.update(scorer.search.__dict__)
     cpu.index = faiss.IndexFlatL2(bank.shape[1])
     cpu.index.add(bank)
     batch = torch.stack([scorer.preprocess(im) for im in images])
     embedding = scorer.runner(batch.numpy())[0]
-    gpu_score, gpu_map = scorer.search(embedding, scorer.image_size)
-    cpu_score, cpu_map = cpu(embedding, scorer.image_size)
+    gpu_score, gpu_map = scorer.search([embedding], scorer.image_size)
+    cpu_score, cpu_map = cpu([embedding], scorer.image_size)
     np.testing.assert_allclose(gpu_score, cpu_score, rtol=1e-4)
     np.testing.assert_allclose(gpu_map, cpu_map, rtol=1e-4, atol=1e-4)
     # and the CPU default, the pruned exact search, agrees with both
-    cells_score, cells_map = PatchcoreSearch(bank, scorer.search.num_neighbors, engine="cells")(
-        embedding, scorer.image_size
+    cells_score, cells_map = PatchcoreHead(bank, scorer.search.num_neighbors, engine="cells")(
+        [embedding], scorer.image_size
     )
     np.testing.assert_allclose(cells_score, gpu_score, rtol=1e-4)
     np.testing.assert_allclose(cells_map, gpu_map, rtol=1e-4, atol=1e-4)

@@ -9,8 +9,9 @@ import torch
 from ad_core.data.images import read_image
 from ad_core.data.layout import resolve_category
 from ad_core.errors import BundleError
-from ad_core.knn import CellIndex
-from ad_core.runtime import PatchcoreSearch, open_scorer
+from ad_core.models.patchcore.head import PatchcoreHead
+from ad_core.models.patchcore.knn import CellIndex
+from ad_core.runtime import open_scorer
 
 
 def clustered(n, d, seed, spread=1.0, intrinsic=6):
@@ -137,7 +138,7 @@ def test_bad_input_is_refused_with_the_shapes():
     with pytest.raises(ValueError, match="between 1 and the bank size 100"):
         index.search(np.zeros((3, 8), np.float32), 101)
     with pytest.raises(BundleError, match="choose one of auto, cells, faiss"):
-        PatchcoreSearch(np.ones((4, 3), np.float32), engine="kdtree")
+        PatchcoreHead(np.ones((4, 3), np.float32), engine="kdtree")
 
 
 def test_patchcore_scores_with_cells_match_faiss(trained, sample_root):

@@ -106,7 +106,7 @@ def test_bundle_reload_reproduces_test_scores(model, evaluated):
     assert not skipped
     for row, res in zip(picks, results, strict=True):
         assert res.raw_score == pytest.approx(float(row["raw_score"]), rel=1e-4, abs=1e-6)
-        assert res.normalized_score == pytest.approx(float(row["normalized_score"]), abs=1e-5)
+        assert res.score == pytest.approx(float(row["normalized_score"]), abs=1e-5)
         assert res.is_anomaly == (row["prediction"] == "anomaly")
 
 

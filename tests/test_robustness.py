@@ -15,7 +15,7 @@ from ad_core import evaluate, load_bundle, predict, train
 from ad_core.errors import BundleError, ConfigError, DataError
 from ad_core.fileio import load_npz, save_npz_atomic
 from ad_core.models import TrainingStopped
-from ad_core.train import _finalise
+from ad_core.rundir import staged
 
 
 def _tiny_category(root, name="Tiny", n=6):
@@ -62,11 +62,11 @@ def test_existing_run_is_never_overwritten(tmp_path):
     (parent / "20250101_000000").mkdir(parents=True)
     (parent / "20250101_000000" / "keep.txt").write_text("old")
     for expected in ("20250101_000000_2", "20250101_000000_3"):
-        tmp = parent / ".partial"
-        tmp.mkdir()
-        (tmp / "new.txt").write_text("new")
-        assert _finalise(tmp, parent, "20250101_000000").name == expected
+        with staged(parent / "20250101_000000", "new") as stage:
+            (stage.path / "new.txt").write_text("new")
+        assert stage.final.name == expected and (stage.final / "new.txt").read_text() == "new"
     assert (parent / "20250101_000000" / "keep.txt").read_text() == "old"
+    assert sorted(p.name for p in parent.iterdir()) == [f"20250101_000000{s}" for s in ("", "_2", "_3")]
 
 
 def test_bad_hyperparameters_fail_before_any_work(tmp_path, sample_root):

@@ -9,7 +9,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,87 +18,13 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install ros-rclpy ...; make setup does)")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import Vector3Stamped  # noqa: E402
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
+from ros.harness import CAT, WAIT, Listener, frames, new_domain, publish, start_node  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from ad_core.data.images import read_image  # noqa: E402
 from ad_core.runtime import open_scorer  # noqa: E402
 
 PKG = Path(__file__).resolve().parents[1] / "ros2_ws" / "src" / "ad_inspect"
-PUBLISHER = Path(__file__).parent / "ros" / "publisher.py"
-CAT = "Sample_brick"
-TOPIC = "/test_cam/image_raw"
-WAIT = 120
-
-
-class Listener:
-    """Collects the node's outputs by frame_id, and its status and diagnostics."""
-
-    def __init__(self) -> None:
-        self.node = rclpy.create_node(f"listener_{os.getpid()}")
-        self.results: dict[str, Vector3Stamped] = {}
-        self.maps: dict[str, Image] = {}
-        self.overlays: dict[str, Image] = {}
-        self.status: list[dict] = []
-        self.diagnostics: list[dict] = []
-        n = self.node
-        n.create_subscription(
-            Vector3Stamped, "/anomaly/result", lambda m: self.results.__setitem__(m.header.frame_id, m), 50
-        )
-        n.create_subscription(Image, "/anomaly/map", lambda m: self.maps.__setitem__(m.header.frame_id, m), 50)
-        n.create_subscription(Image, "/anomaly/overlay", lambda m: self.overlays.__setitem__(m.header.frame_id, m), 50)
-        n.create_subscription(String, "/ad_inspect/status", lambda m: self.status.append(json.loads(m.data)), 50)
-        n.create_subscription(
-            DiagnosticArray,
-            "/diagnostics",
-            lambda m: self.diagnostics.append({kv.key: kv.value for kv in m.status[0].values}),
-            10,
-        )
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def call(self, service: str, srv_type, request, timeout: float = WAIT):
-        client = self.node.create_client(srv_type, service)
-        assert client.wait_for_service(timeout_sec=timeout), f"{service} not offered"
-        future = client.call_async(request)
-        deadline = time.time() + timeout
-        while not future.done() and time.time() < deadline:
-            time.sleep(0.05)
-        assert future.done(), f"{service} did not answer"
-        return future.result()
-
-    def set_param(self, name: str, value):
-        if isinstance(value, float):
-            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-        else:
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        req = SetParameters.Request(parameters=[Parameter(name=name, value=pv)])
-        return self.call("/ad_inspect/set_parameters", SetParameters, req).results[0]
-
-    def wait(self, predicate, timeout: float = WAIT, what: str = "condition"):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if predicate():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
-
-
-def publish(plan: list[dict], tmp_path: Path) -> None:
-    plan_file = tmp_path / f"plan_{random.randrange(1 << 30)}.json"
-    plan_file.write_text(json.dumps(plan))
-    proc = subprocess.run(
-        [sys.executable, str(PUBLISHER), TOPIC, str(plan_file)], capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -111,27 +36,13 @@ def graph(evaluated, sample_root, tmp_path_factory):
     shutil.copytree(evaluated("padim")[0], run)
     data = root / "data"
     shutil.copytree(sample_root, data)
-    os.environ["ROS_DOMAIN_ID"] = str(random.randrange(1, 100))
-    log = open(root / "node.log", "w")  # noqa: SIM115 - closed at teardown
-    node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ad_inspect.inspection_node",
-            "--ros-args",
-            "-p",
-            f"model_path:={run}",
-            "-p",
-            f"image_topic:={TOPIC}",
-            "-p",
-            f"models_root:={models}",
-            "-p",
-            f"data_root:={data}",
-            "-p",
-            "retrain_batch:=4",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    new_domain()
+    node = start_node(
+        root / "node.log",
+        model_path=run,
+        models_root=models,
+        data_root=data,
+        retrain_batch=4,
     )
     rclpy.init()
     listener = Listener()
@@ -141,22 +52,9 @@ def graph(evaluated, sample_root, tmp_path_factory):
     finally:
         node.terminate()
         node.wait(30)
-        log.close()
         listener.executor.shutdown()
         listener.node.destroy_node()
         rclpy.shutdown()
-
-
-def frames(data: Path, n: int = 5) -> list[dict]:
-    test = data / "test" / CAT
-    normal = sorted((test / "normal").glob("*.png"))[:n]
-    anomaly = sorted((test / "anomaly").glob("*.png"))[:n]
-    encodings = ["rgb8", "bgr8", "rgb8", "mono8", "rgb8"]
-    return [
-        {"file": str(p), "frame_id": f"{kind}_{i}", "encoding": encodings[i % len(encodings)]}
-        for kind, paths in (("normal", normal), ("anomaly", anomaly))
-        for i, p in enumerate(paths)
-    ]
 
 
 def test_scores_maps_and_overlays_carry_the_frame_headers(graph, tmp_path):
