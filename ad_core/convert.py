@@ -31,7 +31,7 @@ from ad_core.bundle import Bundle, load_bundle, separate_out_dir, write_bundle
 from ad_core.errors import ConfigError, ExportError
 from ad_core.export import onnx_bytes
 from ad_core.fileio import sha256, write_bytes_atomic
-from ad_core.models.registry import get_spec
+from ad_core.models.registry import flag_owner_error, get_spec
 from ad_core.rundir import staged
 
 PARITY_RTOL = 1e-4  # simplified vs original graph, on random input
@@ -177,7 +177,7 @@ def convtrt(
     spec = get_spec(model)
     for flag, value, key in (("--memory_bank", memory_bank, "memory_bank"), ("--stats", stats, "stats")):
         if value is not None and spec.artifact_key != key:
-            raise ConfigError(f"{flag} is for the model whose array file it is; {model} has {spec.artifact_file}")
+            raise flag_owner_error(flag, "artifact_key", key, model)
     if opset not in (17, 18):
         raise ConfigError(f"--opset {opset}: use 17 or 18 (TensorRT 10 on JetPack 6)")
     if workspace <= 0:

@@ -24,9 +24,8 @@ import torch
 
 from ad_core.bundle import load_bundle, separate_out_dir, write_bundle
 from ad_core.data.layout import resolve_category
-from ad_core.errors import ConfigError
 from ad_core.fileio import load_npz, sha256, write_bytes_atomic, write_json_atomic
-from ad_core.models.registry import get_spec
+from ad_core.models.registry import flag_owner_error, get_spec
 from ad_core.options import TrainOptions
 from ad_core.rundir import staged
 from ad_core.scoring import best_f1_threshold, image_auroc
@@ -75,10 +74,7 @@ def retrain(
     spec = get_spec(model)
     for flag, value in (("load_bank", load_bank), ("load_stats", load_stats)):
         if value is not None and spec.merge_flag != flag:
-            raise ConfigError(
-                f"--{flag} merges into another model's array file; {model} "
-                + (f"takes --{spec.merge_flag}" if spec.merge_flag else "has none (it fine-tunes its weights)")
-            )
+            raise flag_owner_error(f"--{flag}", "merge_flag", flag, model)
     meta_path, out = separate_out_dir(meta_json, out_dir, "retrained")
     merge_file = load_bank if load_bank is not None else load_stats
     bundle = load_bundle(meta_path, weights=pretrained_pth, arrays=merge_file, model=model)

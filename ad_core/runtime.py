@@ -38,7 +38,7 @@ from ad_core.bundle import Bundle, bundle_dir, check_meta_numbers, load_bundle, 
 from ad_core.errors import BundleError
 from ad_core.fileio import load_npz, sha256
 from ad_core.graph_io import onnx_metadata
-from ad_core.models.registry import get_spec
+from ad_core.models.registry import flag_owner_error, get_spec
 from ad_core.preprocessing import Preprocess
 from ad_core.runners import OpenVinoRunner, OrtRunner, TorchRunner, TrtRunner
 from ad_core.scoring import DEFAULT_NORMALIZED_THRESHOLD, Threshold, denormalize
@@ -203,9 +203,7 @@ def _runtime_arrays(meta: dict, folder: Path, override: str | Path | None) -> tu
     spec = get_spec(meta["model"])
     if not spec.head_class.uses_arrays:
         if override is not None:
-            raise BundleError(
-                f"--memory_bank: a {meta['model']} engine needs no array file at run time (only PatchCore's does)"
-            )
+            raise BundleError(str(flag_owner_error("--memory_bank", "artifact_key", "memory_bank", meta["model"])))
         return None, None
     path = Path(override) if override is not None else folder / meta.get(spec.artifact_key, spec.artifact_file)
     if not path.is_file():

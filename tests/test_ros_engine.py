@@ -17,7 +17,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install ros-rclpy ...; make setup does)")
 
-from ros.harness import CAT, Listener, frames, new_domain, publish, start_node  # noqa: E402
+from ros.harness import CAT, frames, listening, new_domain, publish, start_node  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from ad_core.cli import main as ad_core  # noqa: E402
@@ -43,17 +43,8 @@ def deployed(request, trained, sample_root, tmp_path_factory):
     node = start_node(
         root / "node.log", model_path=engine / "model.onnx", models_root=models, data_root=data, retrain_batch=4
     )
-    rclpy.init()
-    listener = Listener()
-    try:
-        listener.wait(lambda: listener.diagnostics, what="the node's first diagnostics")
+    with listening(node) as listener:
         yield {"model": model, "node": node, "listener": listener, "run": run, "data": data, "root": root}
-    finally:
-        node.terminate()
-        node.wait(30)
-        listener.executor.shutdown()
-        listener.node.destroy_node()
-        rclpy.shutdown()
 
 
 def infer_scores(model: str, engine: Path, files: list[str], out: Path) -> dict[str, float]:

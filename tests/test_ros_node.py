@@ -18,7 +18,7 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install ros-rclpy ...; make setup does)")
 
-from ros.harness import CAT, WAIT, Listener, frames, new_domain, publish, start_node  # noqa: E402
+from ros.harness import CAT, WAIT, frames, listening, new_domain, publish, start_node  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from ad_core.data.images import read_image  # noqa: E402
@@ -44,17 +44,8 @@ def graph(evaluated, sample_root, tmp_path_factory):
         data_root=data,
         retrain_batch=4,
     )
-    rclpy.init()
-    listener = Listener()
-    try:
-        listener.wait(lambda: listener.diagnostics, what="the node's first diagnostics")
+    with listening(node) as listener:
         yield {"node": node, "listener": listener, "run": run, "data": data, "root": root, "log": root / "node.log"}
-    finally:
-        node.terminate()
-        node.wait(30)
-        listener.executor.shutdown()
-        listener.node.destroy_node()
-        rclpy.shutdown()
 
 
 def test_scores_maps_and_overlays_carry_the_frame_headers(graph, tmp_path):

@@ -18,7 +18,17 @@ from ad_core.models.patchcore.spec import SPEC as PATCHCORE
 from ad_core.models.spec import COMMON_PARAMS, ModelSpec, Param
 from ad_core.models.vae.spec import SPEC as VAE
 
-__all__ = ["COMMON_PARAMS", "ModelSpec", "Param", "create_model", "get_spec", "list_models", "register_model"]
+__all__ = [
+    "COMMON_PARAMS",
+    "ModelSpec",
+    "Param",
+    "create_model",
+    "flag_owner_error",
+    "get_spec",
+    "list_models",
+    "owners",
+    "register_model",
+]
 
 MODEL_SPECS: tuple[ModelSpec, ...] = (PATCHCORE, PADIM, EFFICIENTAD, VAE)
 """The registered models, in listing order."""
@@ -49,6 +59,17 @@ def get_spec(name: str) -> ModelSpec:
     if key not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(_REGISTRY)}")
     return _REGISTRY[key]
+
+
+def owners(field: str, value: Any) -> str:
+    """The models whose spec has ``field == value``, as a phrase ("PatchCore", "PatchCore or PaDiM")."""
+    names = [s.dir_name for s in _REGISTRY.values() if getattr(s, field) == value]
+    return " or ".join(names) if names else "no model"
+
+
+def flag_owner_error(flag: str, field: str, value: Any, model: str) -> ConfigError:
+    """``--flag is for <owners> only; this is <model>`` for a flag that belongs to other models."""
+    return ConfigError(f"{flag} is for {owners(field, value)} only; this is a {model} model")
 
 
 def create_model(name: str, **hparams: Any):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -115,3 +116,19 @@ def start_node(log_path: Path, **params) -> subprocess.Popen:
 def new_domain() -> None:
     """A ROS domain of its own for this module's graph (tests run one module at a time)."""
     os.environ["ROS_DOMAIN_ID"] = str(random.randrange(1, 100))
+
+
+@contextlib.contextmanager
+def listening(node: subprocess.Popen):
+    """A listener on ``node``'s graph once it publishes diagnostics; the node is stopped at the end."""
+    rclpy.init()
+    listener = Listener()
+    try:
+        listener.wait(lambda: listener.diagnostics, what="the node's first diagnostics")
+        yield listener
+    finally:
+        node.terminate()
+        node.wait(30)
+        listener.executor.shutdown()
+        listener.node.destroy_node()
+        rclpy.shutdown()

@@ -291,6 +291,7 @@ class InspectionNode(Node):
         if self._frame is None:
             raise RuntimeError("no frame received yet")
         rgb, header = self._frame
+        rgb = self.inspector.crop(rgb) if self.inspector is not None else rgb  # what the model sees
         category = self._param("category") or read_meta(bundle_dir(self.model_path))["category"]
         return save_frame(
             rgb, self._param("data_root"), category, f"field_{header.stamp.sec}_{header.stamp.nanosec:09d}"
