@@ -79,11 +79,11 @@ def tensorrt_available() -> tuple[bool, str]:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return False, "TensorRT is not installed (JetPack ships it; on a PC: pip install tensorrt)"
-    import torch
+        return False, "TensorRT is not installed (JetPack ships it; on a PC: pip install 'ad-inspect[gpu]')"
+    from ad_core.cuda_mem import gpu_count
 
-    if not torch.cuda.is_available():
-        return False, "no NVIDIA GPU is visible (torch.cuda.is_available() is False)"
+    if gpu_count() == 0:
+        return False, "no NVIDIA GPU is visible to the CUDA bindings (cuda-python / pycuda; see nvidia-smi)"
     return True, ""
 
 

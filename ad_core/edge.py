@@ -47,11 +47,13 @@ def retrain_next(
     batch_size: int = 8,
     merge: bool = True,
     stop: threading.Event | None = None,
+    device: str = "auto",
 ) -> Path:
     """Retrain the bundle ``source`` stands for on ``data_root/train/<category>`` into a new folder.
 
     ``merge``: PatchCore extends its bank and PaDiM merges its statistics (their spec's
     ``merge_flag``); otherwise the arrays are rebuilt. EfficientAD and the VAE fine-tune for ``epochs``.
+    ``device``: ``auto`` (the Jetson's GPU when PyTorch sees it), ``cpu``, ``cuda`` or ``cuda:N``.
     Returns the new bundle folder.
     """
     from ad_core.retrain import retrain
@@ -74,6 +76,7 @@ def retrain_next(
         batch_size=batch_size,
         log=False,
         stop=stop,
+        device=device,
         **merge_with,
     )
 

@@ -75,8 +75,12 @@ def evaluate(
     save_images: bool = True,
     progress: bool = True,
     mlflow: str | bool | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Test a trained run on ``data/test/<CATEGORY>`` and record the automatic threshold.
+
+    ``device``: where the test images are scored (``auto``: CUDA when PyTorch sees a GPU); always
+    in fp32, so the threshold set here is the one the fp32 engine applies.
 
     Writes ``predictions.csv``, ``metrics.json``, ``score_histogram.png`` and per-image overlays
     and predicted masks into ``<run>/test_result/`` (or ``save_path``, seed 003 ``--save-path``),
@@ -90,12 +94,19 @@ def evaluate(
         from ad_core.tracking import client
 
         client(mlflow)  # an unreachable store fails here, before anything is written
+    from ad_core.device import resolve
+
+    target = resolve(device, "fp32")  # `--device cuda` without a GPU fails here, before anything is written
     bundle = load_bundle(run)
+    bundle.model.to(target)
     meta = dict(bundle.meta)
     data = resolve_category(data_root or meta.get("data_root", "data"), meta["category"], require_test=True)
     samples = data.test
     labels = np.array([s.label for s in samples])
-    scores, maps = bundle.model.score_paths([s.path for s in samples], batch_size, num_workers, progress, "testing")
+    from ad_core.train import cuda_memory_errors
+
+    with cuda_memory_errors(bundle.model, batch_size, "testing"):
+        scores, maps = bundle.model.score_paths([s.path for s in samples], batch_size, num_workers, progress, "testing")
     f1 = best_f1_threshold(labels, scores)
     threshold_raw, raw_min, raw_max = f1["threshold"], float(scores.min()), float(scores.max())
     image_threshold = float(meta.get("image_threshold", 0.5))
@@ -116,6 +127,7 @@ def evaluate(
         "image_threshold": image_threshold,
         "confusion": confusion(labels, predictions),
         "pixel_auroc": pixel_auroc(maps, [s.mask for s in samples]) if data.has_masks else None,
+        "device": target.name,
         "score_stats": score_stats(scores, labels),
     }
     rows = [

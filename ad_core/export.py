@@ -68,6 +68,7 @@ def onnx_bytes(bundle: Bundle, opset: int = 17) -> bytes:
     """Export the bundle's scoring graph to an ONNX model (bytes), checked with ``onnx.checker``."""
     if opset not in (17, 18):
         raise ValueError(f"opset {opset}: use 17 or 18 (TensorRT 10 on JetPack 6)")
+    bundle.model.to("cpu")  # the graph is traced on the CPU, whatever device the model trained or tested on
     graph = scoring_graph(bundle)
     size = int(bundle.meta["image_size"])
     outputs = bundle.model.spec.outputs

@@ -84,6 +84,7 @@ def infer(
     out: str | Path | None = None,
     progress: bool = True,
     precision: str = "fp32",
+    device: str | None = None,
 ) -> InferReport:
     """Score ``data`` (an image or a folder) with ``engine`` and write ``result_<model>.csv``.
 
@@ -100,6 +101,8 @@ def infer(
         out: CSV path (default ``result_<model>.csv`` in the current folder).
         progress: show a progress bar.
         precision: ``"bf16"`` for OpenVINO's faster reduced precision (see :func:`open_scorer`).
+        device: ``auto`` / ``cpu`` / ``cuda[:N]``: ONNX Runtime's provider and the torch backend's
+            device (default: CUDA where available); a ``.plan`` always runs on the GPU.
     """
     if threshold is not None and norm_threshold is not None:
         raise ConfigError("give either -t/--threshold (raw) or --norm_threshold (0-1), not both")
@@ -116,6 +119,7 @@ def infer(
         model=model,
         image_size=image_size,
         precision=precision,
+        device=device,
     )
     scorer = inspector.scorer
     if threshold is not None:

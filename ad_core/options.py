@@ -35,6 +35,10 @@ class TrainOptions:
     on_progress: Callable[[str, int, int], None] | None = None
     """``(stage, done, total)`` for long steps inside a fit (distillation, feature extraction, coreset)"""
     stop: threading.Event = field(default_factory=threading.Event)
+    device: str = "auto"
+    """``auto`` (CUDA when PyTorch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``"""
+    precision: str = "auto"
+    """training precision: ``auto`` (mixed bf16/fp16 on CUDA, fp32 on the CPU), ``fp32`` or ``amp``"""
 
     def __post_init__(self) -> None:
         if self.stop is None:
@@ -61,13 +65,19 @@ class TrainOptions:
         hparams = {k: v for k, v in kwargs.items() if k not in names}
         return (dataclasses.replace(base, **given) if base is not None else cls(**given)), hparams
 
+    def resolve_device(self):
+        """The :class:`ad_core.device.Device` these options ask for (a clear error when CUDA is asked and absent)."""
+        from ad_core.device import resolve
+
+        return resolve(self.device, self.precision)
+
     def replace(self, **changes: Any) -> TrainOptions:
         """A copy with some options changed (the same stop event)."""
         return dataclasses.replace(self, **changes)
 
     def logged(self) -> dict[str, Any]:
         """The options worth recording (meta.json, MLflow, tuning files): plain values only."""
-        keep = ("seed", "batch_size", "epochs", "patience", "val_fraction")
+        keep = ("seed", "batch_size", "epochs", "patience", "val_fraction", "device", "precision")
         return {k: getattr(self, k) for k in keep}
 
     def progress_of(self, stage: str, done: int, total: int) -> None:

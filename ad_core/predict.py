@@ -33,6 +33,7 @@ def predict(
     threshold: float | None = None,
     batch_size: int = 8,
     backend: str = "torch",
+    device: str = "auto",
 ) -> tuple[list[Inspection], list[tuple[str, str]]]:
     """Score images; returns one :class:`Inspection` per image and ``(file, reason)`` per unreadable file.
 
@@ -44,10 +45,11 @@ def predict(
         threshold: normalised decision threshold (0-1); default meta.json's ``image_threshold``.
         batch_size: images per forward pass.
         backend: the runtime backend (see :func:`ad_core.runtime.open_scorer`).
+        device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
     """
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise DataError(f"--threshold {threshold}: the normalised threshold must be between 0 and 1")
-    inspector = Inspector.open(run, backend, threshold=threshold)
+    inspector = Inspector.open(run, backend, threshold=threshold, device=device)
     results: list[Inspection] = []
     skipped: list[tuple[str, str]] = []
     paths = expand_inputs(inputs)

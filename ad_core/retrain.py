@@ -29,7 +29,7 @@ from ad_core.models.registry import flag_owner_error, get_spec
 from ad_core.options import TrainOptions
 from ad_core.rundir import staged
 from ad_core.scoring import best_f1_threshold, image_auroc
-from ad_core.train import history_csv, split_train_val, versions
+from ad_core.train import cuda_memory_errors, history_csv, split_train_val, versions
 
 
 def retrain(
@@ -49,6 +49,8 @@ def retrain(
     seed: int = 0,
     patience: int = 5,
     stop: threading.Event | None = None,
+    device: str = "auto",
+    precision: str = "auto",
 ) -> Path:
     """Retrain a bundle on ``data_root/train/<category>`` into ``out_dir``; return ``out_dir``.
 
@@ -70,19 +72,13 @@ def retrain(
         seed: random seed.
         patience: early-stopping patience of fine-tuning, in epochs.
         stop: set it to stop (from another thread).
+        device: ``auto`` (CUDA when PyTorch sees a GPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: fine-tuning precision: ``auto`` (mixed on CUDA), ``fp32`` or ``amp``.
     """
     spec = get_spec(model)
     for flag, value in (("load_bank", load_bank), ("load_stats", load_stats)):
         if value is not None and spec.merge_flag != flag:
             raise flag_owner_error(f"--{flag}", "merge_flag", flag, model)
-    meta_path, out = separate_out_dir(meta_json, out_dir, "retrained")
-    merge_file = load_bank if load_bank is not None else load_stats
-    bundle = load_bundle(meta_path, weights=pretrained_pth, arrays=merge_file, model=model)
-    weights_file = Path(pretrained_pth) if pretrained_pth is not None else bundle.path / bundle.meta["weights_pth"]
-    ad_model = bundle.model
-    previous = ad_model.previous_arrays(load_npz(merge_file), bundle.meta) if merge_file is not None else None
-    data = resolve_category(data_root, category)
-    torch.manual_seed(seed)
     cfg = TrainOptions(
         seed=seed,
         batch_size=batch_size,
@@ -91,12 +87,24 @@ def retrain(
         patience=patience,
         progress=log,
         stop=stop,
+        device=device,
+        precision=precision,
     )
+    target = cfg.resolve_device()  # `--device cuda` without a GPU fails here, before anything is written
+    meta_path, out = separate_out_dir(meta_json, out_dir, "retrained")
+    merge_file = load_bank if load_bank is not None else load_stats
+    bundle = load_bundle(meta_path, weights=pretrained_pth, arrays=merge_file, model=model)
+    weights_file = Path(pretrained_pth) if pretrained_pth is not None else bundle.path / bundle.meta["weights_pth"]
+    ad_model = bundle.model.to(target)
+    previous = ad_model.previous_arrays(load_npz(merge_file), bundle.meta) if merge_file is not None else None
+    data = resolve_category(data_root, category)
+    torch.manual_seed(seed)
     if spec.merge_flag:
         train_paths, val_paths = list(data.train), []
     else:
         train_paths, val_paths = split_train_val(list(data.train), 0.1, seed)
-    info = ad_model.update(train_paths, val_paths, cfg, previous)
+    with cuda_memory_errors(ad_model, batch_size, "retraining"):
+        info = ad_model.update(train_paths, val_paths, cfg, previous)
     history = info.pop("history", [])
 
     meta: dict[str, Any] = {k: v for k, v in bundle.meta.items() if k not in ("sha256", "engine", "retrain")}
@@ -108,6 +116,7 @@ def retrain(
     meta.update(
         created=_dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         versions=versions(),
+        **target.meta(),
         retrain={
             "from_meta_json": str(meta_path.resolve()),
             "from_weights": str(weights_file.resolve()),

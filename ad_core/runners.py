@@ -7,6 +7,7 @@ path loads only what it runs.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,14 +32,15 @@ class OrtRunner:
 
     backend = "onnxruntime"
 
-    def __init__(self, model: bytes, spinning: bool = False) -> None:
+    def __init__(self, model: bytes, spinning: bool = False, device: str | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(model, options, providers=providers)
+        self.session = ort.InferenceSession(
+            model, options, providers=ort_providers(device, ort.get_available_providers())
+        )
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_shapes = {o.name: list(o.shape) for o in self.session.get_outputs()}
         width = onnx_metadata(model).get("embedding_dim") if EMBEDDING_OUTPUT in self.output_shapes else None
@@ -48,6 +50,23 @@ class OrtRunner:
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the graph."""
         return self.session.run(None, {"image": batch})
+
+
+def ort_providers(device: str | None, available: list[str]) -> list:
+    """ONNX Runtime's providers for ``device``: ``cpu``; ``cuda[:N]`` (refused without onnxruntime-gpu); ``auto``."""
+    name = (device or "auto").lower()
+    cuda = "CUDAExecutionProvider" in available
+    if name == "cpu":
+        return ["CPUExecutionProvider"]
+    if name.startswith("cuda"):
+        if not cuda:
+            raise BundleError(
+                f"--device {device}: this ONNX Runtime has no CUDA provider (install onnxruntime-gpu, "
+                f"`pip install 'ad-inspect[gpu]'`), or use --device cpu"
+            )
+        index = int(name[5:]) if name.startswith("cuda:") else 0
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 class OpenVinoRunner:
@@ -87,12 +106,15 @@ class OpenVinoRunner:
 class TorchRunner:
     """The export graph run eagerly in PyTorch (training, testing, tuning, and ``--backend torch``).
 
-    It holds the model's live module, so a model scored mid-training scores with its current weights.
+    It holds the model's live module, so a model scored mid-training scores with its current weights,
+    on the model's device (``AnomalyModel.to``), always in fp32: the scores that calibrate a
+    threshold on a GPU are the ones the fp32 engine will give.
     """
 
     backend = "torch"
 
     def __init__(self, model: AnomalyModel) -> None:
+        self.model = model
         self.graph = model.scoring_graph()
         self.output_names = model.spec.outputs
         width = getattr(self.graph, "embedding_dim", None)
@@ -104,60 +126,80 @@ class TorchRunner:
 
         x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
         with torch.no_grad():
-            out = self.graph(x)
-        return [o.float().numpy() for o in (out if isinstance(out, tuple) else (out,))]
+            out = self.graph(self.model.on_device(x))
+        return [o.float().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,))]
 
 
 class TrtRunner:  # pragma: no cover - needs TensorRT and an NVIDIA GPU (tests/test_gpu.py on the device)
-    """A deserialised TensorRT engine; inputs and outputs live in CUDA memory owned by torch."""
+    """A deserialised TensorRT engine; buffers and stream from cuda-python or pycuda (:mod:`ad_core.cuda_mem`).
+
+    No torch: a Jetson runs a ``.plan`` with TensorRT, a CUDA binding and numpy. Device buffers are
+    kept between calls and grown only when a batch needs more.
+    """
 
     backend = "tensorrt"
 
     def __init__(self, plan: bytes, path: Path) -> None:
-        import torch
-
         try:
             import tensorrt as trt
         except ImportError as exc:
             raise BundleError(
                 f"{path}: TensorRT is not installed here; run the .onnx with --backend onnxruntime, or install "
-                f"TensorRT (JetPack ships it)"
+                f"TensorRT (JetPack ships it; on a PC: pip install 'ad-inspect[gpu]')"
             ) from exc
-        if not torch.cuda.is_available():
-            raise BundleError(f"{path}: a TensorRT engine needs an NVIDIA GPU and a CUDA build of torch")
+        from ad_core.cuda_mem import open_cuda
+
         self.trt = trt
+        self.cuda = open_cuda(path)
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = self.runtime.deserialize_cuda_engine(plan)
-        if self.engine is None:
-            raise BundleError(
-                f"{path}: not an engine this TensorRT ({trt.__version__}) and GPU can load; engines are tied to "
-                f"the TensorRT version and GPU they were built on: rebuild it with `ad-core convtrt` here"
-            )
-        self.context = self.engine.create_execution_context()
+        with self.cuda.scope():
+            self.engine = self.runtime.deserialize_cuda_engine(plan)
+            if self.engine is None:
+                raise BundleError(
+                    f"{path}: not an engine this TensorRT ({trt.__version__}) and GPU can load; engines are tied "
+                    f"to the TensorRT version and GPU they were built on: rebuild it with `ad-core convtrt` here"
+                )
+            self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         if [n for n in names if is_input[n]] != ["image"]:
             raise BundleError(f"{path}: engine inputs are {[n for n in names if is_input[n]]}, expected ['image']")
         self.output_names = [n for n in names if not is_input[n]]
         self.output_shapes = {n: list(self.engine.get_tensor_shape(n)) for n in self.output_names}
-        self.stream = torch.cuda.Stream()
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device address, bytes)
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        ptr, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                self.cuda.free(ptr)
+            ptr, size = self.cuda.alloc(nbytes), nbytes
+            self._buffers[name] = (ptr, size)
+        return ptr
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Copy in, execute, copy out."""
-        import torch
-
-        with torch.cuda.stream(self.stream):
-            x = torch.from_numpy(batch).cuda(non_blocking=True)
-            self.context.set_input_shape("image", tuple(x.shape))
-            self.context.set_tensor_address("image", x.data_ptr())
+        """Copy in, execute, copy out, on one stream."""
+        batch = np.ascontiguousarray(batch, np.float32)
+        with self.cuda.scope():
+            self.context.set_input_shape("image", tuple(batch.shape))
+            inp = self._buffer("image", batch.nbytes)
+            self.cuda.copy_in(inp, batch)
+            self.context.set_tensor_address("image", inp)
             outs = []
             for name in self.output_names:
-                dtype = torch.float16 if self.engine.get_tensor_dtype(name) == self.trt.float16 else torch.float32
-                out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-                self.context.set_tensor_address(name, out.data_ptr())
-                outs.append(out)
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                dtype = np.float16 if self.engine.get_tensor_dtype(name) == self.trt.float16 else np.float32
+                host = np.empty(tuple(self.context.get_tensor_shape(name)), dtype)
+                ptr = self._buffer(name, host.nbytes)
+                self.context.set_tensor_address(name, ptr)
+                outs.append((host, ptr))
+            if not self.context.execute_async_v3(self.cuda.stream_handle):
                 raise BundleError("TensorRT execution failed")
-            result = [o.float().cpu() for o in outs]
-        self.stream.synchronize()
-        return [r.numpy() for r in result]
+            for host, ptr in outs:
+                self.cuda.copy_out(host, ptr)
+            self.cuda.sync()
+        return [host.astype(np.float32) for host, _ in outs]
+
+    def __del__(self) -> None:
+        for ptr, _ in getattr(self, "_buffers", {}).values():
+            with contextlib.suppress(Exception):
+                self.cuda.free(ptr)

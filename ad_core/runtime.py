@@ -235,6 +235,7 @@ def open_scorer(
     precision: str = "fp32",
     bank_search: str = "auto",
     spinning: bool | None = None,
+    device: str | None = None,
 ) -> Scorer:
     """Open a model for scoring.
 
@@ -259,6 +260,9 @@ def open_scorer(
             yes for full scoring graphs when the process does nothing else (15-22 % faster), no for
             PatchCore's embedding graph (a search follows it). A process whose other threads need
             the cores between frames (the ROS node: DDS, executor, map rendering) passes False.
+        device: ``auto`` (default: CUDA where available), ``cpu``, ``cuda`` or ``cuda:N``: where the torch
+            backend runs the graph, and which execution provider ONNX Runtime uses (CUDA needs
+            onnxruntime-gpu). TensorRT always runs on the GPU; OpenVINO on the CPU.
     """
     if bank_search not in BANK_SEARCHES:
         raise BundleError(f"bank search {bank_search!r}: choose one of {', '.join(BANK_SEARCHES)}")
@@ -274,7 +278,9 @@ def open_scorer(
     source = _engine_in_folder(source, backend)
     if isinstance(source, Bundle) or Path(source).suffix.lower() not in ENGINE_SUFFIXES:
         bundle = source if isinstance(source, Bundle) else load_bundle(source, image_size, model=model)
-        return _from_bundle(bundle, backend or "onnxruntime", onnx_path, memory_bank, precision, bank_search, spinning)
+        return _from_bundle(
+            bundle, backend or "onnxruntime", onnx_path, memory_bank, precision, bank_search, spinning, device
+        )
     path = Path(source)
     if not path.is_file():
         raise BundleError(f"{path}: no such engine file")
@@ -286,7 +292,7 @@ def open_scorer(
     if kind == "torch":
         meta_src = meta_json if meta_json is not None else path.parent
         bundle = load_bundle(meta_src, image_size, weights=path, arrays=memory_bank, model=model)
-        return _from_bundle(bundle, "torch", None, None, bank_search=bank_search)
+        return _from_bundle(bundle, "torch", None, None, bank_search=bank_search, device=device)
     data = path.read_bytes()
     embedded = onnx_metadata(data, path) if kind in ("onnxruntime", "openvino") else None
     meta, where = _engine_meta(path, meta_json, embedded)
@@ -300,7 +306,9 @@ def open_scorer(
     folder = where.parent if where.name == "meta.json" else path.parent
     head = _head_for(meta, folder, memory_bank, bank_search)
     # a graph followed by a search must not spin: the spinning threads would fight the search for the cores
-    runner = _runner(kind, data, path, precision, spinning=not head.uses_arrays if spinning is None else spinning)
+    runner = _runner(
+        kind, data, path, precision, spinning=not head.uses_arrays if spinning is None else spinning, device=device
+    )
     return Scorer(meta, runner, head, path)
 
 
@@ -317,10 +325,10 @@ def _engine_in_folder(source: Bundle | str | Path, backend: str | None) -> Bundl
 
 
 def _runner(
-    kind: str, data: bytes, path: Path, precision: str, spinning: bool = False
+    kind: str, data: bytes, path: Path, precision: str, spinning: bool = False, device: str | None = None
 ) -> OrtRunner | OpenVinoRunner | TrtRunner:
     if kind == "onnxruntime":
-        return OrtRunner(data, spinning)
+        return OrtRunner(data, spinning, device)
     if kind == "openvino":
         return OpenVinoRunner(data, path, precision)
     return TrtRunner(data, path)
@@ -350,6 +358,7 @@ def _from_bundle(
     precision: str = "fp32",
     bank_search: str = "auto",
     spinning: bool | None = None,
+    device: str | None = None,
 ) -> Scorer:
     meta = {**bundle.meta, "preprocessing": bundle.preprocess.to_dict()}
     head_cls = bundle.model.spec.head_class
@@ -359,6 +368,7 @@ def _from_bundle(
         arrays = bundle.model.artifacts() if head_cls.uses_arrays else None
         head = head_cls.open(meta, arrays, bundle.path / (bundle.model.artifact_file or ""), bank_search)
     if backend == "torch":
+        bundle.model.to(device or "auto")
         return Scorer(meta, TorchRunner(bundle.model), head, bundle.path, bundle)
     if backend == "tensorrt":
         raise BundleError(f"{bundle.path}: TensorRT runs a built engine: run `ad-core convtrt` and open its model.plan")
@@ -378,5 +388,5 @@ def _from_bundle(
     if backend == "openvino":
         runner = OpenVinoRunner(model_bytes, bundle.path, precision)
     else:
-        runner = OrtRunner(model_bytes, spinning=not head.uses_arrays if spinning is None else spinning)
+        runner = OrtRunner(model_bytes, spinning=not head.uses_arrays if spinning is None else spinning, device=device)
     return Scorer(meta, runner, head, onnx_path or bundle.path, bundle)

@@ -8,6 +8,7 @@ gets a ``_2`` suffix).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -83,6 +84,7 @@ def build_meta(model: AnomalyModel, category: str, data_root: Path, scores: np.n
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "preprocessing": model.preprocess.to_dict(),
         "versions": versions(),
+        **model.device.meta(),
         **{k: v for k, v in model.hparams.items() if k not in model.meta() and k != "image_size"},
         **extra,
     }
@@ -106,8 +108,20 @@ class FitJob:
 
     def run(self) -> dict[str, Any]:
         """Load pretrained weights and fit on the normal images; return the fit result."""
-        self.model.prepare_pretrained(self.options)
-        return self.model.fit(self.train, self.val, self.options)
+        with cuda_memory_errors(self.model, self.options.batch_size, "training"):
+            self.model.prepare_pretrained(self.options)
+            return self.model.fit(self.train, self.val, self.options)
+
+
+@contextlib.contextmanager
+def cuda_memory_errors(model: AnomalyModel, batch_size: int, what: str):
+    """CUDA running out of memory becomes a message that names the flag to change."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        from ad_core.models.base import out_of_memory
+
+        raise out_of_memory(exc, model.device, batch_size, what) from exc
 
 
 def prepare_fit(
@@ -121,9 +135,10 @@ def prepare_fit(
 ) -> FitJob:
     """Resolve the data, build the model (seeded, so a configuration trains the same twice), split train/val."""
     options = options or TrainOptions()
+    device = options.resolve_device()  # `--device cuda` without a GPU fails here, before any work
     data = resolve_category(data_root, category, require_test=require_test)
     torch.manual_seed(options.seed)
-    ad_model = create_model(model, **(hparams or {}))
+    ad_model = create_model(model, **(hparams or {})).to(device)
     train_paths, val_paths = split_train_val(data.train, options.val_fraction, options.seed)
     return FitJob(data, ad_model, options, train_paths, val_paths)
 

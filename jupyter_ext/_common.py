@@ -16,7 +16,18 @@ from ad_core.errors import ADCoreError, TrainingStopped
 from ad_core.jobs import Job
 from ad_core.models.registry import Param
 
-__all__ = ["Job", "Status", "card", "file_link", "param_widget", "png_bytes", "read_param", "thumbnail", "write_param"]
+__all__ = [
+    "Job",
+    "Status",
+    "card",
+    "device_selector",
+    "file_link",
+    "param_widget",
+    "png_bytes",
+    "read_param",
+    "thumbnail",
+    "write_param",
+]
 
 LAYOUT_WIDE = w.Layout(width="640px")
 STYLE = {"description_width": "150px"}
@@ -89,6 +100,16 @@ def card(png: bytes, caption: str, size: int = 112) -> w.VBox:
         [w.Image(value=png, format="png", width=size), w.HTML(f"<small>{html.escape(caption)}</small>")],
         layout=w.Layout(width=f"{size + 8}px", margin="2px"),
     )
+
+
+def device_selector(description: str = "device") -> w.Dropdown:
+    """Where the work runs: ``auto`` (the GPU when PyTorch sees one), ``cpu``, and each CUDA device by name."""
+    from ad_core.device import available
+
+    dropdown = w.Dropdown(options=[(label, value) for value, label in available()], value="auto", style=STYLE)
+    dropdown.description = description
+    dropdown.tooltip = "auto trains on the GPU when PyTorch sees one, else on the CPU"
+    return dropdown
 
 
 def param_widget(p: Param) -> w.Widget:

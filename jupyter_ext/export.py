@@ -12,7 +12,7 @@ import ipywidgets as w
 
 from ad_core.bundle import bundle_dir, read_meta
 from ad_core.rundir import RunDir
-from jupyter_ext._common import LAYOUT_WIDE, STYLE, Job, Status, file_link
+from jupyter_ext._common import LAYOUT_WIDE, STYLE, Job, Status, device_selector, file_link
 
 
 def package_for_jetson(run: str | Path) -> Path:
@@ -51,6 +51,7 @@ class ExportPanel(w.VBox):
             layout=LAYOUT_WIDE,
         )
         self.fp16 = w.Checkbox(value=False, description="TensorRT FP16 (where TensorRT exists)")
+        self.device = device_selector("check on")
         self.package_button = w.Button(description="Package for Jetson", icon="archive")
         self.export_button = w.Button(description="Export ONNX", button_style="primary", icon="cogs")
         self.check_button = w.Button(description="Quick check", icon="check")
@@ -64,6 +65,7 @@ class ExportPanel(w.VBox):
                 self.run,
                 self.check_data,
                 self.fp16,
+                self.device,
                 w.HBox([self.package_button, self.export_button, self.check_button]),
                 self.status,
                 self.output,
@@ -130,7 +132,8 @@ class ExportPanel(w.VBox):
                 if not anomalies:
                     raise FileNotFoundError("no test/anomaly images to check with: name a folder in 'check images'")
                 data = str(anomalies[0].parent)
-            return infer(meta["model"], engine, data, out=run.engine / f"result_{meta['model']}.csv", progress=False)
+            out = run.engine / f"result_{meta['model']}.csv"
+            return infer(meta["model"], engine, data, out=out, progress=False, device=self.device.value)
 
         def done(report) -> None:
             self.report = report

@@ -11,7 +11,17 @@ import ipywidgets as w
 
 from ad_core.models import get_spec, list_models
 from ad_core.rundir import RunDir
-from jupyter_ext._common import STYLE, Job, Status, file_link, param_widget, png_bytes, read_param, write_param
+from jupyter_ext._common import (
+    STYLE,
+    Job,
+    Status,
+    device_selector,
+    file_link,
+    param_widget,
+    png_bytes,
+    read_param,
+    write_param,
+)
 
 
 class TrainPanel(w.VBox):
@@ -32,6 +42,7 @@ class TrainPanel(w.VBox):
         self.epochs = w.BoundedIntText(value=0, min=0, max=100000, description="epochs (0: default)", style=STYLE)
         self.seed = w.BoundedIntText(value=0, min=0, max=2**31 - 1, description="seed", style=STYLE)
         self.test_after = w.Checkbox(value=True, description="test after training")
+        self.device = device_selector()
         self.start = w.Button(description="Start", button_style="primary", icon="play")
         self.stop = w.Button(description="Stop", icon="stop", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=1, description="idle", style=STYLE)
@@ -50,6 +61,7 @@ class TrainPanel(w.VBox):
                 self.description,
                 self.form,
                 w.HBox([self.epochs, self.seed, self.test_after]),
+                self.device,
                 w.HBox([self.start, self.stop, self.progress]),
                 self.status,
                 self.plot,
@@ -136,6 +148,7 @@ class TrainPanel(w.VBox):
         self._busy(True)
 
         target = self.target_run if self.target_run and not RunDir(self.target_run).trained else None
+        device = self.device.value
 
         def work(stop: threading.Event):
             from ad_core import evaluate, train
@@ -151,13 +164,14 @@ class TrainPanel(w.VBox):
                 on_epoch=self._epoch,
                 stop=stop,
                 run_dir=target,
+                device=device,
                 **hparams,
             )
             self.run_dir = run
             report = None
             if self.test_after.value:
                 self.status.info("testing ...")
-                report = evaluate(run, progress=False)
+                report = evaluate(run, progress=False, device=device)
             return run, report
 
         self.job = Job(work, self._done, self._failed).start()

@@ -14,7 +14,7 @@ import yaml
 from ad_core.models import list_models
 from ad_core.rundir import RunDir
 from ad_core.tune import METRICS, default_search_space
-from jupyter_ext._common import STYLE, Job, Status, file_link, png_bytes
+from jupyter_ext._common import STYLE, Job, Status, device_selector, file_link, png_bytes
 
 
 class TunePanel(w.VBox):
@@ -33,6 +33,7 @@ class TunePanel(w.VBox):
         self.image_size = w.BoundedIntText(value=image_size, min=32, max=1024, description="image_size", style=STYLE)
         self.space = w.Textarea(layout=w.Layout(width="640px", height="180px"), description="search space", style=STYLE)
         self.trials = w.BoundedIntText(value=10, min=1, max=10000, description="trials", style=STYLE)
+        self.device = device_selector()
         self.epochs = w.BoundedIntText(value=0, min=0, max=100000, description="epochs (0: default)", style=STYLE)
         self.metric = w.Dropdown(options=list(METRICS), value="auroc", description="objective", style=STYLE)
         self.study = w.Text(value="", placeholder="<model>-<category>", description="study name", style=STYLE)
@@ -51,6 +52,7 @@ class TunePanel(w.VBox):
                 w.HBox([self.model, self.image_size]),
                 self.space,
                 w.HBox([self.trials, self.epochs]),
+                self.device,
                 w.HBox([self.metric, self.study]),
                 w.HBox([self.start, self.stop, self.train_best]),
                 self.status,
@@ -94,7 +96,7 @@ class TunePanel(w.VBox):
         self.train_best.disabled = True
         self._busy(True)
         self.status.info(f"tuning {self.model.value} on {self.category_name} ...")
-        model, metric = self.model.value, self.metric.value
+        model, metric, device = self.model.value, self.metric.value, self.device.value
 
         def work(stop: threading.Event):
             return tune(
@@ -110,6 +112,7 @@ class TunePanel(w.VBox):
                 stop=stop,
                 progress=False,
                 on_trial=self._trial,
+                device=device,
                 image_size=self.image_size.value,
             )
 

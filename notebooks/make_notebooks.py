@@ -42,9 +42,12 @@ def cells(title: str, model: str, image_size: int, trials: int, epochs: int | No
         new_markdown_cell("## 0. Device check"),
         new_code_cell(
             "import torch\n\n"
+            "from ad_core.device import cuda_problem, resolve\n\n"
+            'DEVICE = resolve("auto")  # ★ "cpu", "cuda" or "cuda:1" to choose; auto takes the GPU when there is one\n'
             'print("torch", torch.__version__, "| CUDA build", torch.version.cuda)\n'
-            'print("cuda available:", torch.cuda.is_available())\n'
-            'print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU")'
+            'print("device that will be used:", DEVICE.name, f"({DEVICE.description}, {DEVICE.precision})")\n'
+            "if not DEVICE.is_cuda:\n"
+            '    print("not CUDA because:", cuda_problem() or "auto chose the CPU")'
         ),
         new_markdown_cell(
             "## 1. Settings\n\n"
@@ -80,6 +83,7 @@ def cells(title: str, model: str, image_size: int, trials: int, epochs: int | No
             "from jupyter_ext import TunePanel\n\n"
             "tuner = TunePanel(DATA_ROOT, CATEGORY, MODELS_ROOT, model=MODEL, image_size=IMAGE_SIZE)\n"
             "tuner.trials.value = max(TRIALS, 1)\n"
+            "tuner.device.value = DEVICE.name\n"
             "tuner.epochs.value = EPOCHS or 0\n"
             "for key, value in EXTRA.items():\n"
             '    tuner.space.value += f"{key}: {value}\\n"\n'
@@ -102,6 +106,7 @@ def cells(title: str, model: str, image_size: int, trials: int, epochs: int | No
         new_code_cell(
             "from jupyter_ext import TrainPanel\n\n"
             "trainer = TrainPanel(DATA_ROOT, CATEGORY, MODELS_ROOT, model=MODEL)\n"
+            "trainer.device.value = DEVICE.name\n"
             "if best:\n"
             '    trainer.set_params(MODEL, best, {"epochs": EPOCHS}, run_dir=tuner.result.run_dir)\n'
             "else:\n"

@@ -78,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.num_workers,
                     not args.no_images,
                     mlflow=args.mlflow,
+                    device=args.device or "auto",
                 )
             )
             return 0

@@ -62,7 +62,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory: {run}")
     if args.test:
         batch = options.get("batch_size", 8)
-        print_report(evaluate(run, batch_size=batch, num_workers=args.num_workers or 0, mlflow=args.mlflow))
+        device = args.device or "auto"
+        print_report(
+            evaluate(run, batch_size=batch, num_workers=args.num_workers or 0, mlflow=args.mlflow, device=device)
+        )
     else:
         print(f"next: ad-core test --run {run}")
     return 0
@@ -161,7 +164,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ad_core.viz import save_png
 
     bundle = load_bundle(args.run, image_size=args.image_size)
-    results, skipped = predict(bundle, args.inputs, args.threshold, args.batch)
+    results, skipped = predict(bundle, args.inputs, args.threshold, args.batch, device=args.device or "auto")
     thr = bundle.image_threshold if args.threshold is None else args.threshold
     print(f"normalised threshold in force: {thr}  (raw threshold {bundle.meta['image_threshold_auto']:.6g})")
     print(f"{'file':<50} {'raw_score':>12} {'normalized':>10}  prediction")

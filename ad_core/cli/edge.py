@@ -24,6 +24,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         load_stats=args.load_stats,
         log=args.log == "on",
         seed=args.seed,
+        device=args.device or "auto",
+        precision=args.precision or "auto",
     )
     meta = read_meta(out)
     r = meta["retrain"]

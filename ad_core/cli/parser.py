@@ -48,6 +48,21 @@ def _loader_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_workers", type=int, default=0, help="image loading processes (Linux only; default 0)")
 
 
+def _device_flags(p: argparse.ArgumentParser, precision: bool = True) -> None:
+    p.add_argument(
+        "--device",
+        default=None,
+        help="auto | cpu | cuda | cuda:N (default auto: the GPU when PyTorch sees one, else the CPU)",
+    )
+    if precision:
+        p.add_argument(
+            "--precision",
+            choices=("auto", "fp32", "amp"),
+            default=None,
+            help="training precision (default auto: mixed bf16/fp16 on CUDA, fp32 on the CPU)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
@@ -72,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mlflow_flag(p, "log parameters, losses, metrics, plots and the bundle to MLflow")
     p.add_argument("--batch", "--batch_size", dest="batch", type=int, default=None, help="images per batch (8)")
     p.add_argument("--num_workers", type=int, default=0, help="image loading processes (Linux only; default 0)")
+    _device_flags(p)
     _add_hparam_flags(p)
 
     p = sub.add_parser("tune", help="Optuna hyperparameter search; writes <run>/param/best_params.yaml")
@@ -94,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_download", action="store_true", default=None, help="allow backbones that need a download")
     _mlflow_flag(p, "log each trial as a nested MLflow run")
     _loader_flags(p)
+    _device_flags(p)
     _add_hparam_flags(p, "fixed hyperparameters (every trial uses them; e.g. --image_size 128)")
 
     p = sub.add_parser("register", help="register a run's bundle in the MLflow model registry")
@@ -114,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_images", action="store_true", help="skip per-image overlays")
     _mlflow_flag(p, "log metrics, plots and predictions to MLflow (the training's run when known)")
     _loader_flags(p)
+    _device_flags(p, precision=False)
 
     p = sub.add_parser("predict", help="score images or folders with a trained run")
     p.add_argument("--run", required=True, help="run directory (or its pytorch/ folder)")
@@ -124,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--save_path", default=None, help="also write heat-map overlays here")
     p.add_argument("--batch", type=int, default=8, help="images per batch")
+    _device_flags(p, precision=False)
 
     p = sub.add_parser("retrain", help="retrain a bundle on new normal images (seed retrain.py flags)")
     p.add_argument("--model", required=True, choices=MODEL_NAMES, help="patchcore | padim | efficientad | vae")
@@ -138,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load_stats", default=None, help="PaDiM: merge with this stats.npz instead of refitting")
     p.add_argument("--log", choices=("on", "off"), default="on", help="progress and out_dir/logs (default on)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _device_flags(p)
     _mlflow_flag(p, f"registry to fetch models:/ URIs from ({FETCHABLE} for the file flags)")
 
     p = sub.add_parser("convtrt", help="export ONNX and build a TensorRT engine (seed convtrt.py flags)")

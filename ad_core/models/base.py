@@ -25,6 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ad_core.data.dataset import ImageDataset, make_loader
+from ad_core.device import CPU, Device
+from ad_core.device import resolve as resolve_device
 from ad_core.errors import ADCoreError, BundleError, TrainingDiverged, TrainingStopped
 from ad_core.models.registry import get_spec
 from ad_core.models.spec import ModelSpec
@@ -64,6 +66,18 @@ class AnomalyModel(ABC):
         self.image_size = int(hparams["image_size"])
         self.module: nn.Module = self.build_module()
         self.fit_info: dict[str, Any] = {}
+        self.device: Device = CPU
+
+    # -- where it runs -------------------------------------------------------------------------
+    def to(self, device: str | Device | None) -> AnomalyModel:
+        """Move the model to ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a resolved Device)."""
+        self.device = resolve_device(device)
+        self.module.to(self.device.torch())
+        return self
+
+    def on_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch on the model's device (a no-op on the CPU)."""
+        return x if not self.device.is_cuda else x.to(self.device.torch(), non_blocking=True)
 
     # -- construction --------------------------------------------------------------------------
     @abstractmethod
@@ -151,7 +165,7 @@ class AnomalyModel(ABC):
         """Restore from ``model.pth`` (+ arrays); shape mismatches raise :class:`BundleError`."""
         self.set_artifacts(arrays)
         load_strict(self.module, {**weights, **self.artifact_buffers()}, "model.pth")
-        self.module.eval()
+        self.module.to(self.device.torch()).eval()
 
     def set_artifacts(self, arrays: dict[str, np.ndarray] | None) -> None:  # noqa: B027 - optional hook
         """Install the array file's contents (memory bank, Gaussian statistics)."""
@@ -201,6 +215,8 @@ def train_loop(
     instead of saving a diverged model.
     """
     epochs = cfg.epochs or default_epochs
+    device = model.device
+    scaler = device.grad_scaler()  # fp16 needs loss scaling; bf16 and fp32 do not
     loader = make_loader(ImageDataset(train, model.preprocess, augment=True), cfg.batch_size, cfg.num_workers, True)
     val_loader = make_loader(ImageDataset(val or train, model.preprocess), cfg.batch_size, cfg.num_workers)
     optim = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -213,22 +229,22 @@ def train_loop(
         for batch in loader:
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
-            losses = step(batch["image"])
+            with device.autocast():
+                losses = step(model.on_device(batch["image"]))
             optim.zero_grad(set_to_none=True)
             if not torch.isfinite(losses["loss"]):
                 raise TrainingDiverged(
                     f"{model.name}: the training loss became {float(losses['loss'])} in epoch {epoch + 1}; "
                     f"lower --learning_rate (now {lr})"
                 )
-            losses["loss"].backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            optim.step()
+            _optimise(losses["loss"], optim, scaler, params, max_grad_norm)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch["image"])
         model.module.eval()
-        with torch.no_grad():
-            vl = sum(val_loss(b["image"]) * len(b["image"]) for b in val_loader) / len(val_loader.dataset)
+        with torch.no_grad(), device.autocast():
+            vl = sum(val_loss(model.on_device(b["image"])) * len(b["image"]) for b in val_loader) / len(
+                val_loader.dataset
+            )
         row = {"epoch": epoch + 1, **{k: v / len(loader.dataset) for k, v in sums.items()}, "val_loss": vl}
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4g}", val=f"{vl:.4g}")
@@ -246,3 +262,28 @@ def train_loop(
     model.module.eval()
     best_epoch = min(history, key=lambda r: r["val_loss"])["epoch"]
     return {"history": history, "best_epoch": best_epoch, "best_val_loss": best, "epochs_run": len(history)}
+
+
+def _optimise(loss: torch.Tensor, optim, scaler, params, max_grad_norm: float | None) -> None:
+    """Backward and step, through the fp16 loss scaler when there is one; the gradient clipped when asked."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optim)
+    else:
+        loss.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if scaler is not None:
+        scaler.step(optim)
+        scaler.update()
+    else:
+        optim.step()
+
+
+def out_of_memory(exc: BaseException, device: Device, batch_size: int, what: str) -> ADCoreError:
+    """A CUDA out-of-memory error as a message that says which flag to change."""
+    smaller = max(1, batch_size // 2)
+    return ADCoreError(
+        f"{what}: CUDA out of memory on {device.name} ({device.description}) at batch size {batch_size}; "
+        f"use --batch {smaller} (or --image_size smaller), or --device cpu ({str(exc).splitlines()[0]})"
+    )

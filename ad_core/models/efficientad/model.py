@@ -144,12 +144,12 @@ class EfficientAd(AnomalyModel):
 
         extractor = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True, out_indices=(2, 3))
         load_backbone_weights(extractor, resolve_weights("tf_efficientnet_lite0"), "tf_efficientnet_lite0")
-        extractor.eval()
+        extractor.to(self.device.torch()).eval()
         teacher = self.module.teacher
-        head = nn.Conv2d(384, sum(extractor.feature_info.channels()), 1)
+        head = nn.Conv2d(384, sum(extractor.feature_info.channels()), 1).to(self.device.torch())
         optim = torch.optim.Adam([*teacher.parameters(), *head.parameters()], lr=1e-3, weight_decay=1e-5)
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        mean = torch.tensor([0.485, 0.456, 0.406], device=self.device.torch()).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225], device=self.device.torch()).view(1, 3, 1, 1)
         loader = make_loader(ImageDataset(train, self.preprocess, augment=True), 4, cfg.num_workers, True)
         steps = int(self.hparams["distill_steps"])
         teacher.train()
@@ -159,7 +159,7 @@ class EfficientAd(AnomalyModel):
             for batch in loader:
                 if cfg.stop.is_set():
                     raise TrainingStopped("training stopped on request")
-                x = torch.cat([batch["image"], penalty(2)])
+                x = self.on_device(torch.cat([batch["image"], penalty(2)]))
                 with torch.no_grad():
                     feats = extractor((x - mean) / std)
                 out = teacher(x)
@@ -182,7 +182,7 @@ class EfficientAd(AnomalyModel):
         loader = make_loader(ImageDataset(train, self.preprocess), cfg.batch_size, cfg.num_workers)
         n, s, sq = 0, 0.0, 0.0
         for batch in loader:
-            y = self.module.teacher(batch["image"])
+            y = self.module.teacher(self.on_device(batch["image"]))
             n += y[:, 0].numel()
             s = s + y.sum(dim=(0, 2, 3))
             sq = sq + (y**2).sum(dim=(0, 2, 3))
@@ -195,7 +195,7 @@ class EfficientAd(AnomalyModel):
         loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
         maps_st, maps_ae = [], []
         for batch in loader:
-            st, ae = self.module.get_maps(batch["image"], normalize=False)
+            st, ae = self.module.get_maps(self.on_device(batch["image"]), normalize=False)
             maps_st.append(st.flatten())
             maps_ae.append(ae.flatten())
         q = {}
@@ -250,7 +250,7 @@ class EfficientAd(AnomalyModel):
 
         def step(x: torch.Tensor) -> dict[str, torch.Tensor]:
             m.teacher.eval()
-            loss_st, loss_ae, loss_stae = m(x, penalty(len(x)))
+            loss_st, loss_ae, loss_stae = m(x, self.on_device(penalty(len(x))))
             return {"loss": loss_st + loss_ae + loss_stae, "st": loss_st, "ae": loss_ae, "stae": loss_stae}
 
         def val_loss(x: torch.Tensor) -> float:

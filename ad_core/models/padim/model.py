@@ -50,19 +50,20 @@ class Padim(BackboneModel):
         for batch in tqdm(loader, desc="padim features", disable=not cfg.progress, leave=False):
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
-            emb = m.generate_embedding(m.feature_extractor(batch["image"]))
+            emb = m.generate_embedding(m.feature_extractor(self.on_device(batch["image"])))
             emb = emb.reshape(emb.shape[0], emb.shape[1], -1).double()
             s, q = emb.sum(0), torch.einsum("bci,bdi->icd", emb, emb)
             total, outer = (s, q) if total is None else (total + s, outer + q)
             n += emb.shape[0]
-        return n, total.numpy(), outer.numpy()
+        return n, total.cpu().numpy(), outer.cpu().numpy()
 
     def _set_gaussian(self, n: int, mean: np.ndarray, covariance: np.ndarray) -> None:
         """Install mean and inverse covariance exactly as anomalib regularises them (+0.01 I + 1e-5 I)."""
         c = mean.shape[0]
         inv = np.linalg.inv(covariance + (0.01 + 1e-5) * np.eye(c))
-        self.module.gaussian.mean = torch.from_numpy(mean.astype(np.float32))
-        self.module.gaussian.inv_covariance = torch.from_numpy(inv.astype(np.float32))
+        dev = self.device.torch()
+        self.module.gaussian.mean = torch.from_numpy(mean.astype(np.float32)).to(dev)
+        self.module.gaussian.inv_covariance = torch.from_numpy(inv.astype(np.float32)).to(dev)
         self.covariance, self.n_samples = covariance, n
 
     def _fit_moments(self, n: int, total: np.ndarray, outer: np.ndarray) -> dict[str, Any]:
@@ -102,9 +103,9 @@ class Padim(BackboneModel):
                 "the statistics came from; retrain without --load_stats to rebuild them from the new images"
             )
         if self.covariance is None:  # seed-era stats.npz: recover the covariance from its inverse
-            inv = self.module.gaussian.inv_covariance.double().numpy()
+            inv = self.module.gaussian.inv_covariance.double().cpu().numpy()
             self.covariance = np.linalg.inv(inv) - (0.01 + 1e-5) * np.eye(inv.shape[-1])
-        n0, mean0 = self.n_samples, self.module.gaussian.mean.double().numpy()
+        n0, mean0 = self.n_samples, self.module.gaussian.mean.double().cpu().numpy()
         n1, total1, outer1 = self._moments(train, cfg)
         mean1 = total1 / n1
         scatter1 = outer1 - n1 * np.einsum("ci,di->icd", mean1, mean1)
@@ -148,8 +149,8 @@ class Padim(BackboneModel):
                 f"stats.npz holds mean {tuple(mean.shape)} and inv_covariance {tuple(inv.shape)}; "
                 f"n_features={c} needs mean (C={c}, HW) and inv_covariance (HW, {c}, {c})"
             )
-        self.module.gaussian.mean = mean
-        self.module.gaussian.inv_covariance = inv
+        self.module.gaussian.mean = mean.to(self.device.torch())
+        self.module.gaussian.inv_covariance = inv.to(self.device.torch())
         self.covariance, self.n_samples = None, int(arrays.get("n_samples", 0))
         if "covariance" in arrays:
             cov = np.asarray(arrays["covariance"], np.float64)

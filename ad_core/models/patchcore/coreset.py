@@ -29,7 +29,7 @@ def random_projection(x: torch.Tensor, proj_dim: int, seed: int = 0) -> torch.Te
     """Project rows of ``x`` to ``proj_dim`` dimensions with a Gaussian matrix (no-op if narrower)."""
     if x.shape[1] <= proj_dim:
         return x.float().contiguous()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same matrix on every device
     matrix = torch.randn(x.shape[1], proj_dim, generator=gen) / proj_dim**0.5
     return (x.float() @ matrix.to(x.device)).contiguous()
 
@@ -42,26 +42,26 @@ def _first_index(n: int, seed: int) -> int:
 def k_center_greedy_plain(
     x: torch.Tensor, k: int, proj_dim: int = 128, seed: int = 0, existing: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Reference implementation: one matrix-vector product per selected point."""
+    """One matrix-vector product per selected point, on ``x``'s device (the CUDA path, and the reference)."""
     n = x.shape[0]
     z = random_projection(x, proj_dim, seed)
     sq = (z * z).sum(1)
-    selected = torch.empty(k, dtype=torch.long)
+    selected = torch.empty(k, dtype=torch.long, device=x.device)
     if existing is None:
-        idx = _first_index(n, seed)
-        min_d = torch.full((n,), float("inf"))
+        idx = torch.tensor(_first_index(n, seed), device=x.device)
+        min_d = torch.full((n,), float("inf"), device=x.device)
     else:
         min_d = torch.cdist(z, random_projection(existing, proj_dim, seed)).amin(1) ** 2
-        idx = int(torch.argmax(min_d))
-    dist = torch.empty(n)
-    for i in range(k):
+        idx = torch.argmax(min_d)
+    dist = torch.empty(n, device=x.device)
+    for i in range(k):  # the index stays a device tensor: no host round trip per step on a GPU
         selected[i] = idx
         torch.mv(z, z[idx], out=dist)
         dist.mul_(-2.0).add_(sq).add_(sq[idx])
         torch.minimum(min_d, dist, out=min_d)
         min_d[idx] = 0.0
-        idx = int(torch.argmax(min_d))
-    return selected
+        idx = torch.argmax(min_d)
+    return selected.cpu()
 
 
 @njit(cache=True, fastmath=False)

@@ -15,7 +15,7 @@ from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.errors import BundleError
 from ad_core.models.backbone_model import BackboneModel
 from ad_core.models.base import FitConfig, TrainingStopped
-from ad_core.models.patchcore.coreset import k_center_greedy
+from ad_core.models.patchcore.coreset import k_center_greedy, k_center_greedy_plain
 from ad_core.models.patchcore.graph import EmbeddingGraph
 
 
@@ -44,16 +44,25 @@ class PatchCore(BackboneModel):
         for batch in tqdm(loader, desc="patchcore features", disable=not cfg.progress, leave=False):
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
-            chunks.append(self.embed(batch["image"]))
+            chunks.append(self.embed(self.on_device(batch["image"])))
         return torch.cat(chunks)
 
     def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
         """Embed all training patches, then keep a k-center greedy coreset of them."""
         embeddings = self._embed_paths(train, cfg)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
-        idx = k_center_greedy(embeddings, k, seed=cfg.seed)
-        self.module.memory_bank = embeddings[idx].contiguous()
+        idx = self._coreset(embeddings, k, cfg.seed)
+        self.module.memory_bank = embeddings[idx.to(embeddings.device)].contiguous()
         return {"n_embeddings": len(embeddings), "memory_bank_size": k, "embedding_dim": embeddings.shape[1]}
+
+    def _coreset(self, embeddings: torch.Tensor, k: int, seed: int, existing: torch.Tensor | None = None):
+        """k-center greedy: the pruned numba greedy on the CPU; on CUDA the plain greedy, on the GPU.
+
+        Both pick the same points up to float rounding (tests/test_coreset.py).
+        """
+        if embeddings.is_cuda:
+            return k_center_greedy_plain(embeddings, k, seed=seed, existing=existing)
+        return k_center_greedy(embeddings, k, seed=seed, existing=existing)
 
     def update(
         self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig, previous: dict[str, np.ndarray] | None
@@ -70,8 +79,10 @@ class PatchCore(BackboneModel):
         old = self.module.memory_bank
         embeddings = self._embed_paths(train, cfg)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
-        idx = k_center_greedy(embeddings, k, seed=cfg.seed, existing=old)
-        self.module.memory_bank = torch.cat([old, embeddings[idx]]).contiguous()
+        idx = self._coreset(embeddings, k, cfg.seed, existing=old.to(embeddings.device))
+        self.module.memory_bank = torch.cat(
+            [old.to(embeddings.device), embeddings[idx.to(embeddings.device)]]
+        ).contiguous()
         return {
             "mode": "extend",
             "n_embeddings": len(embeddings),
@@ -99,4 +110,4 @@ class PatchCore(BackboneModel):
                 f"memory_bank.npz holds an array of shape {tuple(bank.shape)}; this backbone "
                 f"({self.hparams['backbone']}, layers {self.hparams['layers']}) needs (N, {width}) with N > 0"
             )
-        self.module.memory_bank = bank
+        self.module.memory_bank = bank.to(self.device.torch())

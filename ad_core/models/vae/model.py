@@ -39,9 +39,10 @@ class VAE(AnomalyModel):
         self.module.eval()
         images, recons, errors = [], [], []
         for path in paths:
-            x = self.preprocess(read_image(path))[None]
+            x = self.on_device(self.preprocess(read_image(path))[None])
             mu, _ = self.module.encode(x)
             rec = self.module.decode(mu)
+            x, rec = x.cpu(), rec.cpu()
             images.append(_to_uint8(x[0]))
             recons.append(_to_uint8(rec[0]))
             errors.append(((x[0] - rec[0]) ** 2).mean(dim=0).numpy())

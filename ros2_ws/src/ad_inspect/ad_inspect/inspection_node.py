@@ -35,6 +35,7 @@ from std_msgs.msg import Bool, Float32, Header, String
 from std_srvs.srv import Trigger
 
 from ad_core.bundle import bundle_dir, read_meta
+from ad_core.device import resolve as resolve_device
 from ad_core.edge import confined, convert_next, retrain_next, save_frame
 from ad_core.errors import ADCoreError, DataError
 from ad_core.inspector import Inspector, StreamStats, check_roi
@@ -109,6 +110,8 @@ class InspectionNode(Node):
         try:
             if name == "roi":
                 check_roi(list(value))
+            if name == "device":
+                resolve_device(value)
             if name == "model_path" and value:
                 confined(value, self._param("models_root"), "model_path")
         except ADCoreError as exc:
@@ -268,6 +271,7 @@ class InspectionNode(Node):
                 batch_size=int(self._param("retrain_batch")),
                 merge=bool(self._param("extend_bank")),
                 stop=stop,
+                device=self._param("device"),
             )
             return self._load_model(path=out)
 

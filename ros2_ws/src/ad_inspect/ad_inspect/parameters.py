@@ -28,4 +28,5 @@ PARAMETERS = (
     ("retrain_epochs", 1, "epochs of ~/retrain for EfficientAD / VAE", {}),
     ("retrain_batch", 8, "batch size of ~/retrain", {}),
     ("extend_bank", True, "~/retrain: PatchCore extends its memory bank, PaDiM merges statistics", {}),
+    ("device", "auto", "where ~/retrain trains: auto (the GPU when there is one) | cpu | cuda | cuda:N", {}),
 )
