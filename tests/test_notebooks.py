@@ -48,11 +48,15 @@ def test_notebook_runs_top_to_bottom(name, sample_root, tmp_path, monkeypatch):
         if cell.cell_type == "code"
         for out in cell.outputs
     )
-    assert "cuda available:" in text
+    from ad_core.device import resolve
+
+    device = resolve("auto")
+    assert f"device that will be used: {device.name} ({device.description}, {device.precision})" in text
     assert "trained and tested" in text and "image AUROC" in text
     runs = [p for p in (tmp_path / "models").glob("*/Sample_brick/*") if p.is_dir()]
     assert len(runs) == 1, runs
     meta = json.loads((runs[0] / "pytorch" / "meta.json").read_text())
+    assert meta["device"] == device.name  # cell 0's device reached the training
     assert meta["threshold_source"] == "test_f1" and meta["test_metrics"]["image_auroc"] > 0.6
     if SCHEDULES[name]["AD_NOTEBOOK_TRIALS"] != "0":
         best = runs[0] / "param" / "best_params.yaml"
