@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Vector3Stamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -31,14 +31,13 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Bool, Float32, Header, String
+from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 
 from ad_core.bundle import bundle_dir, read_meta
-from ad_core.device import resolve as resolve_device
 from ad_core.edge import confined, convert_next, retrain_next, save_frame
-from ad_core.errors import ADCoreError, DataError
-from ad_core.inspector import Inspector, StreamStats, check_roi
+from ad_core.errors import DataError
+from ad_core.inspector import Inspector, StreamStats
 from ad_core.jobs import Job, JobSlot, NewestSlot, lower_thread_priority
 from ad_inspect.conversions import (
     MalformedImage,
@@ -49,7 +48,8 @@ from ad_inspect.conversions import (
     parse_image,
     rgb_to_image,
 )
-from ad_inspect.parameters import BACKENDS, FIXED, PARAMETERS
+from ad_inspect.messages import copy_header, diagnostics, result_messages
+from ad_inspect.parameters import PARAMETERS, refusal
 from ad_inspect.subscription_loop import SubscriptionLoop
 
 RENDER_NICENESS = 10  # the map and overlay thread's niceness (scoring and publishing run at the process's)
@@ -92,7 +92,7 @@ class InspectionNode(Node):
 
     def _on_parameters(self, params) -> SetParametersResult:
         for prm in params:
-            reason = self._refusal(prm.name, prm.value)
+            reason = refusal(prm.name, prm.value, self._param("models_root"))
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         for prm in params:  # all valid: the inspector takes the live ones from the next frame on
@@ -102,22 +102,6 @@ class InspectionNode(Node):
                 self.inspector.roi = list(prm.value)
         return SetParametersResult(successful=True)
 
-    def _refusal(self, name: str, value: Any) -> str:
-        if name == "backend" and value not in BACKENDS:
-            return f"backend must be one of {', '.join(BACKENDS)}"
-        if name in FIXED:
-            return f"{name} is fixed after start; restart the node"
-        try:
-            if name == "roi":
-                check_roi(list(value))
-            if name == "device":
-                resolve_device(value)
-            if name == "model_path" and value:
-                confined(value, self._param("models_root"), "model_path")
-        except ADCoreError as exc:
-            return str(exc)
-        return ""
-
     # -- topics ------------------------------------------------------------------------------------
     def _make_publishers(self) -> None:
         pre = self._param("output_prefix").rstrip("/")
@@ -126,6 +110,7 @@ class InspectionNode(Node):
         self.pub_raw = self.create_publisher(Float32, f"{pre}/raw_score", q)
         self.pub_decision = self.create_publisher(Bool, f"{pre}/decision", q)
         self.pub_result = self.create_publisher(Vector3Stamped, f"{pre}/result", q)
+        self._result_pubs = (self.pub_score, self.pub_raw, self.pub_decision, self.pub_result)
         self.pub_map = self.create_publisher(Image, f"{pre}/map", q)
         self.pub_overlay = self.create_publisher(Image, f"{pre}/overlay", q)
         self.pub_status = self.create_publisher(String, "~/status", q)
@@ -210,14 +195,9 @@ class InspectionNode(Node):
         self.stats.stage("inference", (t1 - t0) * 1000.0)
         for stage, ms in result.timings.items():  # inside the model call: graph, bank search...
             self.stats.stage(f"inference_{stage}", ms)
-        header = Header(frame_id=msg.header.frame_id)
-        header.stamp.sec, header.stamp.nanosec = msg.header.stamp.sec, msg.header.stamp.nanosec
-        self.pub_score.publish(Float32(data=result.score))
-        self.pub_raw.publish(Float32(data=result.raw_score))
-        self.pub_decision.publish(Bool(data=result.is_anomaly))
-        out = Vector3Stamped(header=header)
-        out.vector.x, out.vector.y, out.vector.z = result.score, result.raw_score, float(result.is_anomaly)
-        self.pub_result.publish(out)
+        header = copy_header(msg.header)
+        for pub, out in zip(self._result_pubs, result_messages(result, header), strict=True):
+            pub.publish(out)
         t2 = time.perf_counter()
         self.stats.stage("publish_result", (t2 - t1) * 1000.0)
         # rendered on its own thread: the next frame's score never waits for it
@@ -303,18 +283,9 @@ class InspectionNode(Node):
 
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        s = self.stats
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.OK if not s.last_error else DiagnosticStatus.WARN,
-            name="ad_inspect: inference",
-            message=s.last_error or "ok",
-            hardware_id=str(self.model_path or ""),
-        )
-        values = {**s.summary(), "model": str(self.model_path or "")}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
+        model = str(self.model_path or "")
+        values = {**self.stats.summary(), "model": model}
+        self.pub_diag.publish(diagnostics(values, self.stats.last_error, model, self.get_clock().now().to_msg()))
 
     def destroy_node(self) -> None:
         """Stop the camera loop and the map thread, then the node."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rcl_interfaces.msg import FloatingPointRange
+
+from ad_core.errors import ADCoreError
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch", "openvino")
 FIXED = ("image_topic", "compressed", "output_prefix")  # read once at start
@@ -30,3 +34,25 @@ PARAMETERS = (
     ("extend_bank", True, "~/retrain: PatchCore extends its memory bank, PaDiM merges statistics", {}),
     ("device", "auto", "where ~/retrain trains: auto (the GPU when there is one) | cpu | cuda | cuda:N", {}),
 )
+
+
+def refusal(name: str, value: Any, models_root: str) -> str:
+    """Why a new parameter value is refused (empty: accepted); checked before the node takes it."""
+    from ad_core.device import resolve
+    from ad_core.edge import confined
+    from ad_core.inspector import check_roi
+
+    if name == "backend" and value not in BACKENDS:
+        return f"backend must be one of {', '.join(BACKENDS)}"
+    if name in FIXED:
+        return f"{name} is fixed after start; restart the node"
+    try:
+        if name == "roi":
+            check_roi(list(value))
+        if name == "device":
+            resolve(value)
+        if name == "model_path" and value:
+            confined(value, models_root, "model_path")
+    except ADCoreError as exc:
+        return str(exc)
+    return ""
