@@ -81,6 +81,7 @@ class InspectionNode(Node):
         self._camera_thread.start()
         self._renderer = threading.Thread(target=self._render_loop, name="ad_inspect_maps", daemon=True)
         self._renderer.start()
+        self.get_logger().info(self._listening)  # last: the node is ready (tests and supervisors wait for it)
 
     # -- parameters --------------------------------------------------------------------------------
     def _declare_parameters(self) -> None:
@@ -127,7 +128,7 @@ class InspectionNode(Node):
             lambda raw: self._on_frame(raw, compressed),
             qos_profile_sensor_data,
         )
-        self.get_logger().info(f"listening on {topic} ({'CompressedImage' if compressed else 'Image'})")
+        self._listening = f"listening on {topic} ({'CompressedImage' if compressed else 'Image'})"
 
     def _on_frame(self, raw: bytes, compressed: bool) -> None:
         """Score the newest frame on the camera thread; malformed ones are logged and counted."""
@@ -309,17 +310,19 @@ def _reply(response, call):
 def main(args: list[str] | None = None) -> None:
     """Entry point (``ros2 run ad_inspect inspection_node``)."""
     rclpy.init(args=args)
-    node = InspectionNode()
-    # One executor thread: rclpy's MultiThreadedExecutor adds 1.5-2 ms per frame (bench_ros_node.py).
-    # Inference and map rendering have their own threads, so services and parameters stay responsive.
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
+    node = None
     try:
+        node = InspectionNode()  # inside the try: a signal while the node is being built is a normal stop too
+        # One executor thread: rclpy's MultiThreadedExecutor adds 1.5-2 ms per frame (bench_ros_node.py).
+        # Inference and map rendering have their own threads, so services and parameters stay responsive.
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C, or SIGTERM / SIGINT from launch, docker stop, a supervisor: a normal stop
     finally:
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
 
