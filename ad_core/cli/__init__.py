@@ -21,6 +21,7 @@ __all__ = ["build_parser", "main"]
 COMMANDS = {
     "train": "ad_core.cli.commands:cmd_train",
     "tune": "ad_core.cli.commands:cmd_tune",
+    "select": "ad_core.cli.commands:cmd_select",
     "register": "ad_core.cli.commands:cmd_register",
     "predict": "ad_core.cli.commands:cmd_predict",
     "retrain": "ad_core.cli.edge:cmd_retrain",

@@ -49,6 +49,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = best.run_dir
     if not model or not category:
         raise ConfigError("train needs --model and --category (or --params best_params.yaml from `ad-core tune`)")
+    if model == "auto":
+        from ad_core.select import select
+
+        chosen = select(category, data_root or "data", args.models_root, **options, **hparams)
+        print(
+            f"chosen: {chosen.best['candidate']} (proxy AUROC {chosen.best['auroc']:.3f}); why: {chosen.files['why']}"
+        )
+        model, run_dir = chosen.best["model"], chosen.run_dir
+        hparams = {**chosen.best["hparams"], **hparams}
     run = train(
         model,
         category,
@@ -120,6 +129,7 @@ def _run_tune(args: argparse.Namespace, stop: threading.Event):
         storage=args.storage,
         study=args.study,
         metric=args.metric,
+        objective=args.objective,
         run_dir=args.run_dir,
         pruner=_no_pruner() if args.no_prune else None,
         mlflow=args.mlflow,
@@ -133,6 +143,37 @@ def _no_pruner():
     import optuna
 
     return optuna.pruners.NopPruner()
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    """``ad-core select``: choose model and configuration on the proxy; ``--train`` trains the choice."""
+    from ad_core.select import select
+
+    result = select(
+        args.category, args.data_root, args.models_root, models=args.models, **_options(args), **_hparams(args)
+    )
+    print(f"chosen: {result.best['candidate']} (proxy AUROC {result.best['auroc']:.3f})")
+    print(f"files: {result.run_dir / 'param'}")
+    if not args.train:
+        print(f"next: ad-core train --params {result.files['best']}")
+        return 0
+    from ad_core.train import train
+
+    run = train(
+        result.best["model"],
+        args.category,
+        args.data_root,
+        args.models_root,
+        run_dir=result.run_dir,
+        **_options(args),
+        **{**result.best["hparams"], **_hparams(args)},
+    )
+    print(f"run directory: {run}")
+    if args.test:
+        from ad_core.evaluate import evaluate
+
+        print_report(evaluate(run, batch_size=args.batch, device=args.device or "auto"))
+    return 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:

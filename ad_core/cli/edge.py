@@ -99,6 +99,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         written = build_sample_dataset(args.data_root, overwrite=args.overwrite)
         print(f"sample data in {args.data_root}: {', '.join(CATEGORIES)} ({len(written)} written, rest already there)")
+    elif args.data_command == "elpv":
+        from ad_core.data.elpv import import_elpv
+
+        for name, counts in import_elpv(args.data_root, args.source, args.test_fraction, args.seed).items():
+            print(f"{name} in {args.data_root}: {counts}")
     elif args.data_command == "visa-download":
         from ad_core.data.visa import download_visa
 

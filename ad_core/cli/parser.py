@@ -67,12 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
         prog="ad-core",
-        description="the command line over ad_core (train, test, predict, retrain, convtrt, infer, data, demo)",
+        description="the command line over ad_core (train, select, tune, test, predict, retrain, convtrt, infer, data, demo)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model on normal images into models/<Model>/<CATEGORY>/<stamp>/")
-    p.add_argument("--model", default=None, help="patchcore | padim | efficientad | vae (default: --params')")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="patchcore | padim | efficientad | vae, or auto: chosen without labelled defects (ad-core select) "
+        "(default: --params')",
+    )
     p.add_argument("--category", default=None, help="category folder name, e.g. VisA_pipe_fryum or MVTec_bottle")
     p.add_argument("--params", default=None, help="best_params.yaml from `ad-core tune`; flags given here win")
     p.add_argument("--data_root", default=None, help="data root (seed or MVTec layout; default data)")
@@ -90,9 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
     _device_flags(p)
     _add_hparam_flags(p)
 
+    p = sub.add_parser(
+        "select", help="choose model and configuration without labelled defects (proxy: synthetic anomalies)"
+    )
+    p.add_argument("--category", required=True, help="category folder name (only its normal images are used)")
+    p.add_argument("--data_root", default="data", help="data root (default data)")
+    p.add_argument("--models_root", default="models", help="where the run directory goes (default models)")
+    p.add_argument(
+        "--models", nargs="+", choices=MODEL_NAMES, default=None, help="models to consider (default patchcore padim)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out images and anomalies (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs for trained models (EfficientAD, VAE)")
+    p.add_argument("--train", action="store_true", help="train the chosen configuration into the run directory")
+    p.add_argument("--test", action="store_true", help="with --train: run the performance test after training")
+    _loader_flags(p)
+    _device_flags(p)
+    _add_hparam_flags(p, "fixed hyperparameters (every candidate uses them; e.g. --image_size 128)")
+
     p = sub.add_parser("tune", help="Optuna hyperparameter search; writes <run>/param/best_params.yaml")
     p.add_argument("--model", required=True, choices=MODEL_NAMES, help="patchcore | padim | efficientad | vae")
-    p.add_argument("--category", required=True, help="category with normal and anomalous test images")
+    p.add_argument("--category", required=True, help="category (with labelled test images, or --objective proxy)")
     p.add_argument("--data_root", default="data", help="data root (default data)")
     p.add_argument("--models_root", default="models", help="where run directories go (default models)")
     p.add_argument("--trials", type=int, default=20, help="finished trials the study should hold (default 20)")
@@ -101,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="Optuna storage URL or journal:FILE (default <category>/optuna.db)")
     p.add_argument("--study", default=None, help="study name (default <model>-<category>)")
     p.add_argument("--metric", choices=("auroc", "f1"), default="auroc", help="objective; the other breaks ties")
+    p.add_argument(
+        "--objective",
+        choices=("test", "proxy"),
+        default="test",
+        help="test: the labelled test split (default); proxy: held-out normals + synthetic anomalies, "
+        "for a category without labelled defects",
+    )
     p.add_argument("--run_dir", default=None, help="run directory for param/ (default: a new one, kept on resume)")
     p.add_argument("--no_prune", action="store_true", help="never prune trials of trained models")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial (EfficientAD, VAE)")
@@ -195,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, help="CSV path (default result_<model>.csv here)")
     _mlflow_flag(p, f"registry to fetch models:/ URIs from ({FETCHABLE} for -e)")
 
-    p = sub.add_parser("data", help="datasets: the bundled sample, VisA download and split")
+    p = sub.add_parser("data", help="datasets: the bundled sample, VisA download and split, ELPV")
     dsub = p.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("sample", help="build the offline sample dataset (textures with synthetic defects)")
     d.add_argument("--data_root", default="data")
@@ -206,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("category", help="VisA object name, e.g. pipe_fryum")
     d.add_argument("--download_dir", default="data/download", help="folder with VisA_20220922.tar or VisA/")
     d.add_argument("--data_root", default="data")
+
+    d = dsub.add_parser("elpv", help="ELPV solar cells into the seed layout as ELPV_mono and ELPV_poly")
+    d.add_argument("--data_root", default="data")
+    d.add_argument("--source", default=None, help="ELPV's data folder (default: the installed elpv-dataset package)")
+    d.add_argument("--test_fraction", type=float, default=0.25, help="normal cells held out for testing (0.25)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the held-out normals (default 0)")
 
     sub.add_parser("models", help="list models and their hyperparameters")
 

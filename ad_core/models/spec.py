@@ -95,6 +95,10 @@ class ModelSpec:
     """the hyperparameters a default tuning study searches (seed 001's table)"""
     demo: dict = field(default_factory=dict)
     """settings ``ad-core demo`` trains with on a 2-core CPU"""
+    select_candidates: tuple[dict, ...] = ({},)
+    """configurations ``ad-core select`` / ``--model auto`` tries (hyperparameter overrides; ``{}`` = defaults)"""
+    proxy_variants: tuple[dict, ...] = ()
+    """more configurations, some weaker on purpose, for checking that the proxy ranks like the test split"""
 
     @property
     def model_class(self) -> type:
@@ -144,8 +148,16 @@ BACKBONE_PARAMS = (
         "backbone",
         str,
         "tf_efficientnet_lite0",
-        "ImageNet CNN the features come from (tf_efficientnet_lite0 works offline; others need weights)",
-        choices=("tf_efficientnet_lite0", "resnet18", "resnet34", "resnet50", "wide_resnet50_2"),
+        "ImageNet CNN the features come from (tf_efficientnet_lite0/1/2 work offline; the ResNets need weights)",
+        choices=(
+            "tf_efficientnet_lite0",
+            "tf_efficientnet_lite1",
+            "tf_efficientnet_lite2",
+            "resnet18",
+            "resnet34",
+            "resnet50",
+            "wide_resnet50_2",
+        ),
     ),
     Param(
         "layers",

@@ -86,7 +86,7 @@ def write_results(
             values,
             files["history"],
             f"{space.model} / {identity['category']}: {len(trials)} trials",
-            f"test image {'AUROC' if metric == 'auroc' else 'F1'}",
+            f"{'proxy' if identity.get('objective') == 'proxy' else 'test'} image {'AUROC' if metric == 'auroc' else 'F1'}",
         )
     best = best_trial(study, metric)
     best_params = None
@@ -98,6 +98,7 @@ def write_results(
             "category": identity["category"],
             "data_root": str(data_root),
             "metric": primary,
+            "objective": identity.get("objective", "test"),
             "value": best.user_attrs.get(primary),
             "image_auroc": best.user_attrs.get("image_auroc"),
             "image_f1": best.user_attrs.get("image_f1"),

@@ -19,7 +19,10 @@ from ad_core.models.registry import ModelSpec, Param
 
 # layer combinations offered per backbone (each has >= 112 channels, so every n_features below fits)
 LAYER_CHOICES = {
-    "tf_efficientnet_lite0": [["blocks.2", "blocks.4"], ["blocks.1", "blocks.2", "blocks.4"], ["blocks.4"]],
+    **{
+        b: [["blocks.2", "blocks.4"], ["blocks.1", "blocks.2", "blocks.4"], ["blocks.4"]]
+        for b in ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+    },
     **{
         b: [["layer2", "layer3"], ["layer1", "layer2", "layer3"], ["layer3"]]
         for b in ("resnet18", "resnet34", "resnet50", "wide_resnet50_2")

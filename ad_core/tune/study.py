@@ -33,6 +33,7 @@ def tune(
     storage: str | None = None,
     study: str | None = None,
     metric: str = "auroc",
+    objective: str = "test",
     run_dir: str | Path | None = None,
     options: TrainOptions | None = None,
     pruner=None,
@@ -48,6 +49,10 @@ def tune(
     study)`` is called after each trial (the panels draw their table and plot from it). Finished means
     complete or pruned; failed trials (a configuration that cannot train) are recorded, not counted.
     Everything is checked (search space, data, storage, tracking store) before the first trial.
+
+    ``objective``: ``"test"`` scores the labelled test split; ``"proxy"`` needs no labelled defects: each
+    trial fits on the normal images minus a seeded held-out part and is scored on those held-out
+    normals and synthetic anomalies made from them (:class:`ad_core.proxy.ProxySet`, as ``ad-core select``).
     """
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -55,6 +60,10 @@ def tune(
     spec = get_spec(model)
     if metric not in METRICS:
         raise ConfigError(f"metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    if objective == "proxy" and metric != "auroc":
+        raise ConfigError("--objective proxy ranks by AUROC: F1 needs a threshold from labelled defects")
     if trials < 1:
         raise ConfigError(f"trials: expected at least 1, got {trials}")
     options, fixed = TrainOptions.split(kwargs, options)
@@ -62,7 +71,7 @@ def tune(
     options = options.replace(progress=False)  # no bars inside a trial: each trial prints one line instead
     space = _space(spec, search_space, {k: v for k, v in fixed.items() if v is not None}, bool(options.allow_download))
     train_opts = options.logged()
-    objective = _Objective(spec, category, data_root, space, options)
+    the_objective = _Objective(spec, category, data_root, space, options, objective)
     category_dir = Path(models_root) / spec.dir_name / category
     if storage is None:
         category_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +83,8 @@ def tune(
         client(mlflow)  # fail before any trial when the tracking store is unreachable
     the_study = _open_study(store, study or f"{spec.name}-{category}", pruner, spec.trained)
     identity = {"model": spec.name, "category": category, "metric": metric, "search_space": space.to_dict()}
+    if objective != "test":
+        identity["objective"] = objective
     _claim_study(the_study, identity, the_study.study_name)
     run_dir = _run_dir(the_study, run_dir, category_dir)
     tracker = _start_tracker(mlflow, spec, category, the_study.study_name, metric, trials, train_opts, space)
@@ -81,7 +92,7 @@ def tune(
     if not the_study.trials:  # a new study: the defaults first (workers starting together enqueue it once)
         the_study.enqueue_trial(space.default_trial(), user_attrs={"start": "model defaults"}, skip_if_exists=True)
 
-    after_trial = _after_trial(objective.stop, tracker, log if show else None, on_trial, primary, secondary)
+    after_trial = _after_trial(the_objective.stop, tracker, log if show else None, on_trial, primary, secondary)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = sum(t.state in finished for t in the_study.trials)
     if show:
@@ -89,12 +100,12 @@ def tune(
             f"study {the_study.study_name!r} in {hide_password(str(storage))}: {done} finished trial(s), "
             f"running up to {max(0, trials - done)} more"
         )
-    objective.primary = primary
+    the_objective.primary = primary
     interrupted: BaseException | None = None
     try:
         if trials > done:
             the_study.optimize(
-                objective,
+                the_objective,
                 n_trials=trials - done,
                 timeout=timeout,
                 catch=(ConfigError, TrainingDiverged),
@@ -103,7 +114,9 @@ def tune(
             )
     except BaseException as exc:  # Ctrl-C, Stop: finished trials are in the storage; still write param/
         interrupted = exc
-    return _write_and_close(the_study, space, run_dir, identity, train_opts, objective, storage, tracker, interrupted)
+    return _write_and_close(
+        the_study, space, run_dir, identity, train_opts, the_objective, storage, tracker, interrupted
+    )
 
 
 def _write_and_close(study, space, run_dir, identity, train_opts, objective, storage, tracker, interrupted):
@@ -142,27 +155,54 @@ def _space(spec: ModelSpec, search_space, fixed: dict[str, Any], allow_download:
     return parse_search_space(spec.name, search_space, fixed, allow_download=allow_download)
 
 
-class _Objective:
-    """One trial: train the suggested configuration as ``ad-core train`` would, score the test split."""
+OBJECTIVES = ("test", "proxy")
 
-    def __init__(self, spec, category, data_root, space, options: TrainOptions) -> None:
+
+class _Objective:
+    """One trial: train the suggested configuration as ``ad-core train`` would, score the test split.
+
+    With ``objective="proxy"`` the trial fits on the normal images minus a held-out part and is scored
+    on the proxy set (held-out normals + synthetic anomalies); the test split is never read.
+    """
+
+    def __init__(self, spec, category, data_root, space, options: TrainOptions, objective: str = "test") -> None:
         from ad_core.data.layout import resolve_category
 
         self.spec, self.category, self.data_root, self.space, self.options = spec, category, data_root, space, options
         self.stop = options.stop
-        self.data = resolve_category(data_root, category, require_test=True)
+        self.objective = objective
+        self.data = resolve_category(data_root, category, require_test=objective == "test")
+        self.proxy = None
+        if objective == "proxy":
+            from ad_core.proxy import ProxySet, held_out
+
+            self.fit_paths, self.hold = held_out(self.data.train, 0.2, options.seed)
+            self.proxy = ProxySet(self.hold, seed=options.seed)
         self.test_paths = [s.path for s in self.data.test]
         self.labels = np.array([s.label for s in self.data.test])
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.primary = "image_auroc"
 
+    def _job(self, hparams: dict[str, Any]):
+        from ad_core.train import FitJob, prepare_fit
+
+        job = prepare_fit(self.spec.name, self.category, self.data_root, self.options.replace(), hparams)
+        if self.proxy is not None:
+            job = FitJob(job.data, job.model, job.options, list(self.fit_paths), list(self.hold))
+        return job
+
+    def _scores(self, model) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, raw scores)`` of the set this objective ranks on."""
+        if self.proxy is not None:
+            return self.proxy.labels, self.proxy.raw_scores(model, self.options.batch_size)
+        return self.labels, model.score_paths(self.test_paths, self.options.batch_size, self.options.num_workers)[0]
+
     def __call__(self, trial) -> float:
         from ad_core.scoring import best_f1_threshold
-        from ad_core.train import prepare_fit
 
         hparams = self.space.suggest(trial)
         trial.set_user_attr("worker", self.worker)
-        job = prepare_fit(self.spec.name, self.category, self.data_root, self.options.replace(), hparams)
+        job = self._job(hparams)
         trial.set_user_attr("hparams", _jsonable(job.model.hparams))
         if self.spec.trained:
             job.cfg.on_epoch = self._reporter(trial, job)
@@ -171,9 +211,11 @@ class _Objective:
         except (ConfigError, TrainingDiverged) as exc:
             trial.set_user_attr("error", str(exc))
             raise
-        scores, _ = job.model.score_paths(self.test_paths, self.options.batch_size, self.options.num_workers)
-        f1 = best_f1_threshold(self.labels, scores)
-        result = {"image_auroc": _auroc(self.labels, scores), "image_f1": f1["f1"], "threshold": f1["threshold"]}
+        labels, scores = self._scores(job.model)
+        f1 = best_f1_threshold(labels, scores)
+        result = {"image_auroc": _auroc(labels, scores), "image_f1": f1["f1"], "threshold": f1["threshold"]}
+        if self.proxy is not None:
+            result["threshold"] = float("nan")  # a threshold from synthetic anomalies is not one to deploy
         for k, v in result.items():
             trial.set_user_attr(k, v)
         return result[self.primary]
@@ -182,12 +224,16 @@ class _Objective:
         import optuna
 
         calib = job.val or job.train
+        what = "proxy AUROC" if self.proxy is not None else "test AUROC"
 
         def report(row: dict) -> None:
-            value = _auroc(self.labels, job.model.interim_scores(self.test_paths, calib, job.cfg))
+            if self.proxy is not None:
+                value = _auroc(*self._scores(job.model))
+            else:
+                value = _auroc(self.labels, job.model.interim_scores(self.test_paths, calib, job.cfg))
             trial.report(value, int(row["epoch"]))
             if trial.should_prune():
-                raise optuna.TrialPruned(f"test AUROC {value:.3f} after epoch {row['epoch']}")
+                raise optuna.TrialPruned(f"{what} {value:.3f} after epoch {row['epoch']}")
 
         return report
 

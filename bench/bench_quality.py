@@ -1,0 +1,343 @@
+"""Detection quality: our defaults against anomalib 2.7's defaults with the same backbone, in one run.
+
+For every data set and model this trains both sides on the same normal images and scores the same
+test images, then prints image AUROC, pixel AUROC (where masks exist) and per-image CPU latency:
+
+* ``ours``: ``ad_core.train`` at our current defaults (into a temporary models root), ``ad_core.evaluate``
+  for the AUROCs, latency through ``open_scorer`` (ONNX Runtime, the deployed path) from the decoded
+  image to score and map;
+* ``anomalib``: anomalib's own torch model (``PatchcoreModel`` / ``PadimModel``) at anomalib's defaults
+  (PatchCore: coreset 0.1, 9 neighbours; PaDiM: 100 random channels, the paper's default for its
+  smallest backbone), with the same backbone and layers as our previous defaults
+  (``tf_efficientnet_lite0``, ``blocks.2 blocks.4``) and the same ImageNet weights, fitted by
+  anomalib's training step and scored by its forward, with anomalib's default pre-processor (resize
+  to 256, ImageNet normalisation). PatchCore's coreset: anomalib's ``KCenterGreedy`` takes hours on
+  the larger sets (it materialises every distance at every step), so by default our greedy picks the
+  coreset (``--anomalib_coreset ours``; the same points as anomalib's greedy, see ``tests/test_coreset.py``);
+  ``--anomalib_coreset anomalib`` runs anomalib's own.
+
+Data (whatever is present): MVTec AD bottle (``../shared/data``), ELPV mono and poly (``pip install
+elpv-dataset``; imported with ``ad-core data elpv``; the cells rated 2/3 and 1/3 defective are scored
+against the same normal cells and reported as their own rows), the bundled sample textures.
+Nothing here tunes on a test split: both sides run at fixed defaults.
+
+anomalib's results are cached in ``bench/results/quality_anomalib.json`` (they do not change while
+our defaults are improved); ``--fresh`` recomputes them.
+
+Usage::
+
+    python bench/bench_quality.py [--sets bottle elpv_mono elpv_poly sample] [--models patchcore padim]
+                                  [--data_root /tmp/ad_quality_data] [--proxy]
+
+``--proxy`` also reports how well the synthetic-anomaly proxy of ``ad-core select`` ranks a set of
+configurations against their real test AUROC (Spearman), per set.
+Writes ``bench/results/quality.json`` and prints markdown tables for ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MVTEC = ROOT.parent / "shared" / "data" / "mvtec_ad"
+RESULTS = ROOT / "bench" / "results"
+SIZE = 256
+ANOMALIB_DEFAULTS = {
+    "patchcore": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "coreset_ratio": 0.1},
+    "padim": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "n_features": 100},
+}
+EXTRA_GROUPS = ("uncertain_p67", "uncertain_p33")  # ELPV cells rated 2/3 and 1/3 defective
+
+
+def prepare_sets(names: list[str], data_root: Path) -> list[tuple[str, Path, str]]:
+    """``(label, data root, category)`` of every requested set that is available here."""
+    out = []
+    for name in names:
+        if name == "bottle":
+            if (MVTEC / "bottle").is_dir():
+                out.append(("MVTec bottle", MVTEC, "bottle"))
+            else:
+                print(f"skip bottle: {MVTEC / 'bottle'} not found")
+        elif name.startswith("elpv"):
+            kind = name.split("_", 1)[1]
+            if not (data_root / "train" / f"ELPV_{kind}").is_dir():
+                try:
+                    from ad_core.data.elpv import import_elpv
+
+                    import_elpv(data_root, progress=False)
+                except Exception as exc:  # the package is optional
+                    print(f"skip {name}: {exc}")
+                    continue
+            out.append((f"ELPV {kind}", data_root, f"ELPV_{kind}"))
+        elif name == "sample":
+            from ad_core.data.sample import CATEGORIES, build_sample_dataset
+
+            build_sample_dataset(data_root)
+            out += [(f"sample {c.removeprefix('Sample_')}", data_root, c) for c in CATEGORIES]
+        else:
+            raise SystemExit(f"unknown set {name!r}")
+    return out
+
+
+def extra_groups(data_root: Path, category: str) -> dict[str, list[Path]]:
+    """The ELPV folders outside the seed layout (cells rated 2/3, 1/3 defective)."""
+    from ad_core.data.images import list_images
+
+    base = data_root / "test" / category
+    return {g: list_images(base / g) for g in EXTRA_GROUPS if (base / g).is_dir()}
+
+
+def auroc_vs_normals(normal_scores: np.ndarray, scores: np.ndarray) -> float:
+    from ad_core.scoring import image_auroc
+
+    labels = np.r_[np.zeros(len(normal_scores)), np.ones(len(scores))]
+    return image_auroc(labels, np.r_[normal_scores, scores])
+
+
+# -- ours ----------------------------------------------------------------------------------------------
+def run_ours(model: str, data_root: Path, category: str, tmp: Path) -> dict:
+    from ad_core import evaluate, load_bundle, train
+    from ad_core.data.images import read_image
+    from ad_core.data.layout import resolve_category
+    from ad_core.runtime import open_scorer
+
+    t0 = time.perf_counter()
+    run = train(model, category, data_root, tmp / "models", progress=False)
+    fit_s = time.perf_counter() - t0
+    report = evaluate(run, data_root, save_images=False, progress=False)
+    out = {
+        "image_auroc": report["image_auroc"],
+        "pixel_auroc": report["pixel_auroc"],
+        "fit_s": fit_s,
+        "hparams": {k: v for k, v in load_bundle(run).model.hparams.items()},
+    }
+    data = resolve_category(data_root, category, require_test=True)
+    groups = extra_groups(data_root, category)
+    if groups:
+        bundle = load_bundle(run)
+        normals = [s.path for s in data.test if s.label == 0]
+        normal_scores = bundle.model.score_paths(normals)[0]
+        for g, paths in groups.items():
+            out[g] = auroc_vs_normals(normal_scores, bundle.model.score_paths(paths)[0])
+    scorer = open_scorer(run)
+    images = [read_image(s.path) for s in data.test[:: max(1, len(data.test) // 25)]][:25]
+    out["latency_ms"] = _latency(lambda im: scorer([im]), images)
+    return out
+
+
+def _latency(fn, images: list[np.ndarray], warmup: int = 3) -> float:
+    times = []
+    for i, im in enumerate([*images[:warmup], *images]):
+        start = time.perf_counter()
+        with torch.no_grad():
+            fn(im)
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+# -- anomalib ------------------------------------------------------------------------------------------
+def _anomalib_model(model: str):
+    from anomalib.models.image.padim.torch_model import PadimModel
+    from anomalib.models.image.patchcore.torch_model import PatchcoreModel
+
+    from ad_core.backbones import load_backbone_weights, resolve_weights
+
+    h = ANOMALIB_DEFAULTS[model]
+    torch.manual_seed(0)
+    if model == "patchcore":
+        m = PatchcoreModel(layers=h["layers"], backbone=h["backbone"], pre_trained=False, num_neighbors=9)
+    else:
+        m = PadimModel(backbone=h["backbone"], layers=h["layers"], pre_trained=False, n_features=h["n_features"])
+    load_backbone_weights(m.feature_extractor.feature_extractor, resolve_weights(h["backbone"]), h["backbone"])
+    return m
+
+
+def _anomalib_transform():
+    from anomalib.models import Patchcore
+
+    return Patchcore.configure_pre_processor((SIZE, SIZE)).transform  # Resize(256) + Normalize: both models' default
+
+
+def _tensor(path: Path, transform) -> torch.Tensor:
+    from ad_core.data.images import read_image
+
+    x = torch.from_numpy(read_image(path)).permute(2, 0, 1).float() / 255.0
+    return transform(x)
+
+
+def run_anomalib(model: str, data_root: Path, category: str, coreset: str) -> dict:
+    from ad_core.data.images import read_image
+    from ad_core.data.layout import resolve_category
+    from ad_core.evaluate import pixel_auroc
+    from ad_core.scoring import image_auroc
+
+    data = resolve_category(data_root, category, require_test=True)
+    m = _anomalib_model(model)
+    tf = _anomalib_transform()
+    t0 = time.perf_counter()
+    m.train()
+    with torch.no_grad():
+        for i in range(0, len(data.train), 8):
+            batch = torch.stack([_tensor(p, tf) for p in data.train[i : i + 8]])
+            m(batch)  # train mode: anomalib stores the embeddings
+    if model == "patchcore":
+        if coreset == "ours":
+            from ad_core.models.patchcore.coreset import k_center_greedy
+
+            emb = torch.vstack(m.embedding_store)
+            idx = k_center_greedy(emb, int(len(emb) * ANOMALIB_DEFAULTS[model]["coreset_ratio"]), seed=0)
+            m.memory_bank = emb[idx]
+            m.embedding_store = []
+        else:
+            m.subsample_embedding(ANOMALIB_DEFAULTS[model]["coreset_ratio"])
+    else:
+        m.fit()
+    fit_s = time.perf_counter() - t0
+    m.eval()
+
+    def score(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        scores, maps = [], []
+        with torch.no_grad():
+            for i in range(0, len(paths), 8):
+                out = m(torch.stack([_tensor(p, tf) for p in paths[i : i + 8]]))
+                scores.append(out.pred_score.reshape(-1).numpy())
+                maps.append(out.anomaly_map.reshape(len(out.pred_score), SIZE, SIZE).numpy())
+        return np.concatenate(scores), np.concatenate(maps)
+
+    scores, maps = score([s.path for s in data.test])
+    labels = np.array([s.label for s in data.test])
+    out = {
+        "image_auroc": image_auroc(labels, scores),
+        "pixel_auroc": pixel_auroc(maps, [s.mask for s in data.test]) if data.has_masks else None,
+        "fit_s": fit_s,
+    }
+    for g, paths in extra_groups(data_root, category).items():
+        out[g] = auroc_vs_normals(scores[labels == 0], score(paths)[0])
+    images = [read_image(s.path) for s in data.test[:: max(1, len(data.test) // 25)]][:25]
+
+    def call(im: np.ndarray) -> None:
+        x = torch.from_numpy(im).permute(2, 0, 1).float()[None] / 255.0
+        m(tf(x))
+
+    out["latency_ms"] = _latency(call, images)
+    return out
+
+
+def _key(model: str, data_root: Path, category: str, coreset: str) -> str:
+    from ad_core.data.layout import resolve_category
+
+    data = resolve_category(data_root, category, require_test=True)
+    files = "|".join(str(p) for p in data.train) + "#" + "|".join(str(s.path) for s in data.test)
+    return f"{model}:{category}:{coreset}:{hashlib.sha256(files.encode()).hexdigest()[:12]}"
+
+
+# -- the proxy ranking ---------------------------------------------------------------------------------
+def proxy_ranking(model: str, data_root: Path, category: str, tmp: Path) -> dict:
+    """Proxy AUROC (held-out normals + synthetic anomalies) against real test AUROC over candidate configs."""
+    from scipy.stats import spearmanr
+
+    from ad_core import evaluate, train
+    from ad_core.select import candidate_configs, proxy_score
+
+    rows = []
+    for cfg in candidate_configs([model], wide=True):
+        run = train(cfg["model"], category, data_root, tmp / "proxy_models", progress=False, **cfg["hparams"])
+        proxy = proxy_score(run, progress=False)
+        real = evaluate(run, data_root, save_images=False, progress=False)["image_auroc"]
+        rows.append({"config": cfg["label"], "proxy_auroc": proxy["auroc"], "test_auroc": real})
+    rho = spearmanr([r["proxy_auroc"] for r in rows], [r["test_auroc"] for r in rows]).statistic
+    return {"rows": rows, "spearman": float(rho) if np.isfinite(rho) else None}
+
+
+# -- main ----------------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="+", default=["bottle", "elpv_mono", "elpv_poly", "sample"])
+    ap.add_argument("--models", nargs="+", default=["patchcore", "padim"])
+    ap.add_argument("--data_root", default=str(Path(tempfile.gettempdir()) / "ad_quality_data"))
+    ap.add_argument("--anomalib_coreset", choices=("ours", "anomalib"), default="ours")
+    ap.add_argument("--fresh", action="store_true", help="recompute anomalib's cached results")
+    ap.add_argument("--no_anomalib", action="store_true", help="ours only (cached anomalib rows still shown)")
+    ap.add_argument("--proxy", action="store_true", help="also rank configurations by the proxy (slow)")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    data_root = Path(args.data_root)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cache_file = RESULTS / "quality_anomalib.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() and not args.fresh else {}
+    sets = prepare_sets(args.sets, data_root)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
+        for label, root, category in sets:
+            for model in args.models:
+                ours = run_ours(model, root, category, Path(tmp))
+                key = _key(model, root, category, args.anomalib_coreset)
+                if key not in cache and not args.no_anomalib:
+                    cache[key] = run_anomalib(model, root, category, args.anomalib_coreset)
+                    cache_file.write_text(json.dumps(cache, indent=1))
+                ref = cache.get(key)
+                row = {"set": label, "model": model, "ours": ours, "anomalib": ref}
+                if args.proxy:
+                    row["proxy"] = proxy_ranking(model, root, category, Path(tmp))
+                rows.append(row)
+                _print_row(row)
+                sys.stdout.flush()
+    (RESULTS / "quality.json").write_text(json.dumps(rows, indent=1, default=str))
+    print_tables(rows)
+
+
+def _f(x) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _print_row(row: dict) -> None:
+    o, a = row["ours"], row["anomalib"] or {}
+    print(
+        f"{row['set']:<16} {row['model']:<10} image AUROC ours {_f(o['image_auroc'])} anomalib {_f(a.get('image_auroc'))}"
+        f"  pixel {_f(o['pixel_auroc'])} / {_f(a.get('pixel_auroc'))}  latency {o['latency_ms']:.1f} / "
+        f"{a.get('latency_ms', float('nan')):.1f} ms"
+    )
+
+
+def print_tables(rows: list[dict]) -> None:
+    print(
+        "\n| set | model | image AUROC ours | anomalib | Δ pt | pixel AUROC ours | anomalib | ms ours | ms anomalib |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    deltas: dict[str, list[float]] = {}
+    for row in rows:
+        o, a = row["ours"], row["anomalib"] or {}
+        subsets = [("", "image_auroc")] + [(f" ({g.removeprefix('uncertain_')})", g) for g in EXTRA_GROUPS if g in o]
+        for suffix, key in subsets:
+            d = None if a.get(key) is None else 100 * (o[key] - a[key])
+            if d is not None and key == "image_auroc" and not row["set"].startswith("sample"):
+                deltas.setdefault(row["model"], []).append(d)
+            print(
+                f"| {row['set']}{suffix} | {row['model']} | {_f(o[key])} | {_f(a.get(key))} | "
+                f"{'—' if d is None else f'{d:+.1f}'} | {_f(o['pixel_auroc']) if not suffix else ''} | "
+                f"{_f(a.get('pixel_auroc')) if not suffix else ''} | {o['latency_ms']:.1f} | "
+                f"{a.get('latency_ms', float('nan')):.1f} |"
+            )
+    for model, ds in deltas.items():
+        print(f"mean Δ image AUROC over the real sets, {model}: {np.mean(ds):+.2f} pt (min {min(ds):+.2f})")
+    for row in rows:
+        if "proxy" in row:
+            p = row["proxy"]
+            print(f"proxy ranking, {row['set']} / {row['model']}: Spearman {p['spearman']}")
+            for r in p["rows"]:
+                print(f"    {r['config']:<40} proxy {r['proxy_auroc']:.3f}  test {r['test_auroc']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Choosing a configuration without labelled defects: the proxy, `ad-core select`, `--model auto`, tune's proxy."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from ad_core.cli import main
+from ad_core.proxy import ProxySet, held_out
+from ad_core.select import Candidate, select
+from ad_core.tune import load_best_params, tune
+
+CAT = "Sample_brick"
+
+
+@pytest.fixture(scope="module")
+def normals_only(sample_root, tmp_path_factory):
+    """A data root with the category's normal images and no test split at all (a new production line)."""
+    root = tmp_path_factory.mktemp("new_line")
+    shutil.copytree(sample_root / "train" / CAT, root / "train" / CAT)
+    return root
+
+
+def test_held_out_split_is_seeded_and_disjoint(sample_root):
+    from ad_core.data.images import list_images
+
+    paths = list_images(sample_root / "train" / CAT)
+    fit, hold = held_out(paths, 0.2, seed=0)
+    assert held_out(paths, 0.2, seed=0) == (fit, hold)
+    assert not set(fit) & set(hold) and len(fit) + len(hold) == len(paths) and len(hold) >= 6
+
+
+def test_proxy_separates_synthetic_anomalies_for_a_working_model(trained, sample_root):
+    from ad_core import load_bundle
+    from ad_core.data.images import list_images
+
+    bundle = load_bundle(trained("patchcore"))
+    proxy = ProxySet(list_images(sample_root / "test" / CAT / "normal")[:6], seed=0)
+    result = proxy.score(bundle.model)
+    assert result["normals"] == 6 and result["anomalies"] == 12
+    assert set(result["per_kind"]) == {"cutpaste", "scar", "blend", "blob"}
+    assert result["auroc"] > 0.8, result
+    # scores in the wrong order give the mirror image: the proxy measures ranking, not luck
+    flipped = proxy.evaluate(-proxy.raw_scores(bundle.model))
+    assert flipped["auroc"] == pytest.approx(1 - result["auroc"])
+
+
+def test_select_writes_its_choice_and_reasons(normals_only, tmp_path):
+    cands = [Candidate("padim", {"n_features": 8}, "padim tiny"), Candidate("patchcore", {}, "patchcore (defaults)")]
+    lines = []
+    result = select(
+        CAT, normals_only, tmp_path / "models", candidates=cands, image_size=96, progress=False, log=lines.append
+    )
+    param = result.run_dir / "param"
+    assert result.run_dir.parent.parent.name == {"padim": "PaDiM", "patchcore": "PatchCore"}[result.best["model"]]
+    assert not (result.run_dir / "pytorch").exists()  # only the reasons: training comes next
+    with open(param / "selection.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["candidate"] for r in rows] == ["padim tiny", "patchcore (defaults)"]
+    best_row = max(rows, key=lambda r: float(r["proxy_auroc"]))
+    assert best_row["candidate"] == result.best["candidate"]
+    why = yaml.safe_load((param / "selection.yaml").read_text())
+    assert why["chosen"] == result.best["candidate"] and "proxy AUROC" in why["why"]
+    assert why["proxy"]["test_split_used"] is False and why["proxy"]["synthetic_anomalies"] > 0
+    assert why["ranking"][0]["candidate"] == result.best["candidate"]
+    assert (param / "selection.png").stat().st_size > 1000
+    best = load_best_params(param / "best_params.yaml")
+    assert best.model == result.best["model"] and best.hparams["image_size"] == 96
+    assert best.run_dir == result.run_dir
+    assert any("candidate 2/2" in line for line in lines)
+
+
+def test_train_model_auto_trains_the_choice(normals_only, tmp_path, capsys):
+    code = main(
+        ["train", "--model", "auto", "--category", CAT, "--data_root", str(normals_only),
+         "--models_root", str(tmp_path), "--image_size", "96"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "chosen:" in out
+    (run,) = [p for p in tmp_path.glob("*/*/*") if (p / "pytorch").is_dir()]
+    why = yaml.safe_load((run / "param" / "selection.yaml").read_text())
+    meta = __import__("json").loads((run / "pytorch" / "meta.json").read_text())
+    assert meta["model"] == why["model"] and meta["image_size"] == 96
+
+
+def test_tune_on_the_proxy_needs_no_test_split(normals_only, tmp_path):
+    result = tune(
+        "padim",
+        CAT,
+        normals_only,
+        tmp_path,
+        trials=2,
+        objective="proxy",
+        search_space={"n_features": {"low": 8, "high": 32, "step": 8}},
+        image_size=96,
+        progress=False,
+    )
+    assert result.n_complete == 2 and 0.5 <= result.best_value <= 1.0
+    doc = yaml.safe_load(result.files["best_params"].read_text())
+    assert doc["objective"] == "proxy" and doc["metric"] == "image_auroc"
+    with pytest.raises(Exception, match="objective 'guess'"):
+        tune("padim", CAT, normals_only, tmp_path, trials=1, objective="guess", progress=False)
+
+
+def test_select_with_too_few_images_is_refused(tmp_path, sample_root):
+    from ad_core.errors import DataError
+
+    (tmp_path / "train" / CAT).mkdir(parents=True)
+    for p in sorted((sample_root / "train" / CAT).iterdir())[:5]:
+        shutil.copy(p, tmp_path / "train" / CAT)
+    with pytest.raises(DataError, match="too few"):
+        select(CAT, tmp_path, tmp_path / "m", image_size=96, progress=False, log=None)
+    assert not (tmp_path / "m").exists()
+
+
+def test_select_cli_lists_candidates(normals_only, tmp_path, capsys):
+    assert main(["select", "--category", CAT, "--data_root", str(normals_only), "--models_root", str(tmp_path),
+                 "--models", "padim", "--image_size", "96"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "chosen: padim" in out and "next: ad-core train --params" in out
+    chosen = out.split("chosen: ")[1]
+    assert np.isfinite(float(chosen.split("proxy AUROC ")[1].split(")")[0]))
