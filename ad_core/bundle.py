@@ -220,8 +220,7 @@ def load_bundle(
     if image_size is not None and int(image_size) != int(meta["image_size"]):
         raise BundleError(f"{where}: the model was trained for image_size {meta['image_size']}, not {image_size}")
     check_meta_numbers(meta, where)
-    hparams = {p.name: meta[p.name] for p in spec.all_params() if p.name in meta}
-    ad_model = spec.model_class(**spec.validate(hparams))
+    ad_model = spec.model_class(**spec.from_meta(meta))
     weights_file = Path(weights) if weights is not None else folder / meta["weights_pth"]
     if weights is None and not weights_file.is_file() and meta.get("engine"):
         source = _engine_source(folder, meta)  # an engine folder from before engines carried their weights

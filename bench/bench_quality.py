@@ -89,6 +89,39 @@ def prepare_sets(names: list[str], data_root: Path) -> list[tuple[str, Path, str
     return out
 
 
+def capped(label: str, root: Path, category: str, max_train: int, tmp: Path) -> tuple[Path, str]:
+    """A seed-layout copy (symlinks) of a set with at most ``max_train`` training images (a seeded subset).
+
+    Both sides train on the same subset; the test split (and ELPV's uncertain cells) is unchanged.
+    """
+    from ad_core.data.layout import resolve_category
+
+    data = resolve_category(root, category, require_test=True)
+    if len(data.train) <= max_train:
+        return root, category
+    name = data.name if data.layout == "seed" else f"MVTec_{category}"
+    out = tmp / "capped"
+    keep = sorted(data.train[i] for i in np.random.default_rng(0).permutation(len(data.train))[:max_train])
+    (out / "train" / name).mkdir(parents=True, exist_ok=True)
+    for p in keep:
+        (out / "train" / name / p.name).symlink_to(p.resolve())
+    test = out / "test" / name
+    for s in data.test:
+        sub = test / ("anomaly" if s.label else "normal")
+        sub.mkdir(parents=True, exist_ok=True)
+        stem = s.path.stem if s.defect in ("good", "anomaly") else f"{s.defect}_{s.path.stem}"
+        (sub / f"{stem}{s.path.suffix}").symlink_to(s.path.resolve())
+        if s.mask is not None:
+            (test / "masks").mkdir(exist_ok=True)
+            (test / "masks" / f"{stem}.png").symlink_to(s.mask.resolve())
+    for g, paths in extra_groups(root, category).items():
+        (test / g).mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            (test / g / p.name).symlink_to(p.resolve())
+    print(f"{label}: {max_train} of {len(data.train)} training images (seeded subset, the same for both sides)")
+    return out, name
+
+
 def extra_groups(data_root: Path, category: str) -> dict[str, list[Path]]:
     """The ELPV folders outside the seed layout (cells rated 2/3, 1/3 defective)."""
     from ad_core.data.images import list_images
@@ -238,24 +271,38 @@ def _key(model: str, data_root: Path, category: str, coreset: str) -> str:
     from ad_core.data.layout import resolve_category
 
     data = resolve_category(data_root, category, require_test=True)
-    files = "|".join(str(p) for p in data.train) + "#" + "|".join(str(s.path) for s in data.test)
+    files = "|".join(str(p.resolve()) for p in data.train) + "#" + "|".join(str(s.path.resolve()) for s in data.test)
     return f"{model}:{category}:{coreset}:{hashlib.sha256(files.encode()).hexdigest()[:12]}"
 
 
 # -- the proxy ranking ---------------------------------------------------------------------------------
-def proxy_ranking(model: str, data_root: Path, category: str, tmp: Path) -> dict:
-    """Proxy AUROC (held-out normals + synthetic anomalies) against real test AUROC over candidate configs."""
+def proxy_ranking(models: list[str], data_root: Path, category: str) -> dict:
+    """Proxy AUROC (held-out normals + synthetic anomalies) against real test AUROC over candidate configs.
+
+    Every configuration is fitted once, on the normal images minus the proxy's held-out part, and that
+    one model is scored both ways. Spearman's rho says how well the proxy ranks like the test split.
+    """
     from scipy.stats import spearmanr
 
-    from ad_core import evaluate, train
-    from ad_core.select import candidate_configs, proxy_score
+    from ad_core.data.layout import resolve_category
+    from ad_core.options import TrainOptions
+    from ad_core.proxy import ProxySet, held_out
+    from ad_core.scoring import image_auroc
+    from ad_core.select import candidate_configs, try_candidate
 
+    data = resolve_category(data_root, category, require_test=True)
+    fit, hold = held_out(data.train, 0.2, 0)
+    proxy = ProxySet(hold, seed=0)
+    labels = np.array([s.label for s in data.test])
     rows = []
-    for cfg in candidate_configs([model], wide=True):
-        run = train(cfg["model"], category, data_root, tmp / "proxy_models", progress=False, **cfg["hparams"])
-        proxy = proxy_score(run, progress=False)
-        real = evaluate(run, data_root, save_images=False, progress=False)["image_auroc"]
-        rows.append({"config": cfg["label"], "proxy_auroc": proxy["auroc"], "test_auroc": real})
+    for cand in candidate_configs(models, wide=True):
+        row, model = try_candidate(cand, data, fit, hold, proxy, TrainOptions(progress=False))
+        if model is None:
+            print(f"  {cand.label}: {row['error']}")
+            continue
+        real = image_auroc(labels, model.score_paths([s.path for s in data.test])[0])
+        rows.append({"config": cand.label, "proxy_auroc": row["auroc"], "test_auroc": real})
+        print(f"  {cand.label:<48} proxy {row['auroc']:.3f}  test {real:.3f}", flush=True)
     rho = spearmanr([r["proxy_auroc"] for r in rows], [r["test_auroc"] for r in rows]).statistic
     return {"rows": rows, "spearman": float(rho) if np.isfinite(rho) else None}
 
@@ -267,6 +314,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["patchcore", "padim"])
     ap.add_argument("--data_root", default=str(Path(tempfile.gettempdir()) / "ad_quality_data"))
     ap.add_argument("--anomalib_coreset", choices=("ours", "anomalib"), default="ours")
+    ap.add_argument(
+        "--max_train", type=int, default=200, help="train both sides on at most this many normal images (200)"
+    )
     ap.add_argument("--fresh", action="store_true", help="recompute anomalib's cached results")
     ap.add_argument("--no_anomalib", action="store_true", help="ours only (cached anomalib rows still shown)")
     ap.add_argument("--proxy", action="store_true", help="also rank configurations by the proxy (slow)")
@@ -277,9 +327,10 @@ def main() -> None:
     cache_file = RESULTS / "quality_anomalib.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() and not args.fresh else {}
     sets = prepare_sets(args.sets, data_root)
-    rows = []
+    rows, proxies = [], []
     with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
-        for label, root, category in sets:
+        for label, full_root, full_category in sets:
+            root, category = capped(label, full_root, full_category, args.max_train, Path(tmp))
             for model in args.models:
                 ours = run_ours(model, root, category, Path(tmp))
                 key = _key(model, root, category, args.anomalib_coreset)
@@ -288,13 +339,15 @@ def main() -> None:
                     cache_file.write_text(json.dumps(cache, indent=1))
                 ref = cache.get(key)
                 row = {"set": label, "model": model, "ours": ours, "anomalib": ref}
-                if args.proxy:
-                    row["proxy"] = proxy_ranking(model, root, category, Path(tmp))
                 rows.append(row)
                 _print_row(row)
                 sys.stdout.flush()
+            if args.proxy:
+                print(f"proxy ranking on {label}:")
+                proxies.append({"set": label, **proxy_ranking(args.models, root, category)})
+                (RESULTS / "quality_proxy.json").write_text(json.dumps(proxies, indent=1))
     (RESULTS / "quality.json").write_text(json.dumps(rows, indent=1, default=str))
-    print_tables(rows)
+    print_tables(rows, proxies)
 
 
 def _f(x) -> str:
@@ -310,7 +363,7 @@ def _print_row(row: dict) -> None:
     )
 
 
-def print_tables(rows: list[dict]) -> None:
+def print_tables(rows: list[dict], proxies: list[dict]) -> None:
     print(
         "\n| set | model | image AUROC ours | anomalib | Δ pt | pixel AUROC ours | anomalib | ms ours | ms anomalib |"
     )
@@ -331,12 +384,12 @@ def print_tables(rows: list[dict]) -> None:
             )
     for model, ds in deltas.items():
         print(f"mean Δ image AUROC over the real sets, {model}: {np.mean(ds):+.2f} pt (min {min(ds):+.2f})")
-    for row in rows:
-        if "proxy" in row:
-            p = row["proxy"]
-            print(f"proxy ranking, {row['set']} / {row['model']}: Spearman {p['spearman']}")
-            for r in p["rows"]:
-                print(f"    {r['config']:<40} proxy {r['proxy_auroc']:.3f}  test {r['test_auroc']:.3f}")
+    if proxies:
+        print("\n| set | configurations | Spearman (proxy vs test AUROC) |")
+        print("|---|---:|---:|")
+        for p in proxies:
+            rho = "—" if p["spearman"] is None else f"{p['spearman']:+.2f}"
+            print(f"| {p['set']} | {len(p['rows'])} | {rho} |")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,8 @@ def param_widget(p: Param) -> w.Widget:
     elif p.multiple:
         default = "" if p.default is None else ", ".join(map(str, p.default))
         widget = w.Text(value=default, placeholder="model default" if p.default is None else "", **common)
+    elif p.type in (int, float) and p.default is None:  # "as many as there are" (PaDiM's n_features)
+        widget = w.Text(value="", placeholder="model default", **common)
     elif p.type is int:
         widget = w.BoundedIntText(
             value=p.default,

@@ -129,3 +129,31 @@ def test_predictions_csv_decisions_follow_normalisation(evaluated):
     expected = np.clip((raw - report["image_threshold_auto"]) / (raw.max() - raw.min()) + 0.5, 0, 1)
     np.testing.assert_allclose(norm, expected, atol=2e-5)
     assert [r["prediction"] == "anomaly" for r in rows] == list(norm >= 0.5)
+
+
+def test_a_bundle_from_before_the_new_defaults_loads_and_scores_as_it_was_made(sample_root, tmp_path):
+    """meta.json records what a run used; keys a newer version added mean their legacy values when absent."""
+    from ad_core import train
+    from ad_core.data.images import list_images, read_image
+    from ad_core.models import get_spec
+    from ad_core.runtime import open_scorer
+
+    # a PaDiM made the way anomalib (and ad-inspect before the new defaults) made it
+    run = train(
+        "padim", "Sample_brick", sample_root, tmp_path, progress=False, image_size=96,
+        n_features=100, shrinkage=0.0, feature_pool=1,
+    )  # fmt: skip
+    images = [read_image(p) for p in list_images(sample_root / "test" / "Sample_brick" / "anomaly")[:4]]
+    before = open_scorer(run, "torch")(images).raw_score
+    meta_path = run / "pytorch" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["shrinkage"] == 0.0 and meta["feature_pool"] == 1 and meta["n_features"] == 100
+    for key in ("shrinkage", "feature_pool"):  # the keys an older ad-inspect did not write
+        del meta[key]
+    meta_path.write_text(json.dumps(meta))
+    bundle = load_bundle(run)
+    assert bundle.model.hparams["shrinkage"] == 0.0 and bundle.model.hparams["feature_pool"] == 1
+    np.testing.assert_allclose(open_scorer(run, "torch")(images).raw_score, before, rtol=1e-6)
+    # and the defaults of today differ from those legacy values, so the test above means something
+    defaults = {p.name: p.default for p in get_spec("padim").params}
+    assert defaults["shrinkage"] != 0.0 and defaults["feature_pool"] != 1 and defaults["n_features"] is None

@@ -19,6 +19,15 @@ def feature_layers(backbone: str) -> tuple[str, ...]:
     return tuple(info["module"] for info in probe.feature_info.info)
 
 
+@functools.cache
+def layer_channels(backbone: str) -> dict[str, int]:
+    """Channels of each layer ``backbone`` offers as a feature map."""
+    import timm
+
+    probe = timm.create_model(backbone, pretrained=False, features_only=True)
+    return {info["module"]: int(info["num_chs"]) for info in probe.feature_info.info}
+
+
 def check_layers(backbone: str, layers: list[str]) -> None:
     """Refuse layers the backbone does not offer, listing those it does."""
     names = list(feature_layers(backbone))

@@ -16,6 +16,7 @@ from typing import Any
 from ad_core.errors import ConfigError
 
 GRAPH_KINDS = ("score", "embedding")
+NOT_LEGACY = object()  # Param.legacy when a missing key simply means the default
 
 
 def import_object(ref: str) -> Any:
@@ -37,6 +38,8 @@ class Param:
     high: float | None = None
     log: bool = False
     multiple: bool = False  # a list of values (e.g. layers, enc_channels)
+    legacy: Any = NOT_LEGACY
+    """the value a bundle whose meta.json predates this parameter (or its new default) was made with"""
 
     def validate(self, value: Any) -> Any:
         """Coerce and check one value; raise :class:`ConfigError` naming the parameter."""
@@ -125,6 +128,20 @@ class ModelSpec:
     def all_params(self) -> tuple[Param, ...]:
         """The model's own parameters plus the common ones."""
         return COMMON_PARAMS + self.params
+
+    def from_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """The hyperparameters a bundle was made with: meta.json's, and for keys it lacks the ``legacy`` value.
+
+        A parameter added (or a default changed) later records what older bundles used, so they keep
+        loading and scoring exactly as they did.
+        """
+        out = {}
+        for p in self.all_params():
+            if p.name in meta:
+                out[p.name] = meta[p.name]
+            elif p.legacy is not NOT_LEGACY:
+                out[p.name] = p.legacy
+        return self.validate(out)
 
     def validate(self, hparams: dict[str, Any]) -> dict[str, Any]:
         """Fill defaults, coerce and range-check; unknown names are an error."""

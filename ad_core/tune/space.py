@@ -17,10 +17,10 @@ from ad_core.errors import ConfigError
 from ad_core.models import get_spec
 from ad_core.models.registry import ModelSpec, Param
 
-# layer combinations offered per backbone (each has >= 112 channels, so every n_features below fits)
+# layer combinations offered per backbone (each has >= 152 channels, so every n_features below fits)
 LAYER_CHOICES = {
     **{
-        b: [["blocks.2", "blocks.4"], ["blocks.1", "blocks.2", "blocks.4"], ["blocks.4"]]
+        b: [["blocks.2", "blocks.4"], ["blocks.1", "blocks.2", "blocks.4"], ["blocks.2", "blocks.4", "blocks.6"]]
         for b in ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
     },
     **{
@@ -30,7 +30,7 @@ LAYER_CHOICES = {
 }
 DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "coreset_ratio": {"low": 0.01, "high": 0.25, "log": True},
-    "n_features": {"low": 32, "high": 112, "step": 4},  # holds the default, 100
+    "n_features": {"low": 32, "high": 152, "step": 8},  # its top is the default for lite0/1: all 152 channels
     "model_size": {"choices": ["small", "medium"]},
     "learning_rate": {"low": 1e-5, "high": 1e-3, "log": True},
     "latent_dim": {"choices": [16, 32, 64, 128, 256]},
@@ -110,8 +110,12 @@ class SearchSpace:
         out: dict[str, Any] = {}
         for name, d in self.dims.items():
             default = params[name].default
-            if name == "layers" or d.kind == "fixed" or default is None:
+            if name == "layers" or d.kind == "fixed":
                 continue
+            if default is None:  # "as many as there are" (PaDiM's n_features: all channels): the range's top
+                if d.kind not in ("int", "float"):
+                    continue
+                default = d.high
             if d.kind == "categorical":
                 options = [SEP.join(map(str, c)) for c in d.choices] if params[name].multiple else list(d.choices)
                 value = SEP.join(map(str, default)) if params[name].multiple else default

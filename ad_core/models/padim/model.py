@@ -9,12 +9,51 @@ from typing import Any
 import numpy as np
 import torch
 from anomalib.models.image.padim.torch_model import PadimModel
+from torch import nn
 from tqdm.auto import tqdm
 
 from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.errors import BundleError, ConfigError
-from ad_core.models.backbone_model import BackboneModel
+from ad_core.models.backbone_model import BackboneModel, layer_channels
 from ad_core.models.base import FitConfig, TrainingStopped
+
+REG = 0.01 + 1e-5  # anomalib's regularisation of the covariance
+
+
+def _shrink(covariance: np.ndarray, s: float) -> np.ndarray:
+    """``(1 - s) S + s (tr S / C) I`` per position (``S``: ``(HW, C, C)``)."""
+    if s <= 0:
+        return covariance
+    c = covariance.shape[-1]
+    mu = np.trace(covariance, axis1=-2, axis2=-1) / c
+    return (1 - s) * covariance + s * mu[:, None, None] * np.eye(c)
+
+
+def _unshrink(shrunk: np.ndarray, s: float) -> np.ndarray:
+    """The inverse of :func:`_shrink` (the trace is unchanged by shrinking)."""
+    if s <= 0:
+        return shrunk
+    c = shrunk.shape[-1]
+    mu = np.trace(shrunk, axis1=-2, axis2=-1) / c
+    return (shrunk - s * mu[:, None, None] * np.eye(c)) / (1 - s)
+
+
+class PooledPadimModel(PadimModel):
+    """anomalib's ``PadimModel`` whose embedding first averages each layer's features over a small window.
+
+    The local average (PatchCore's "locally aware patch features") makes each position's Gaussian
+    describe its neighbourhood, so a shift of a pixel or two is not an anomaly. ``feature_pool=1`` is
+    anomalib's model exactly (bundles from before the option load with it). Fitting, the export graph
+    and anomalib's own forward all go through :meth:`generate_embedding`, so they stay one path.
+    """
+
+    def __init__(self, *args, feature_pool: int = 1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.feature_pool = nn.AvgPool2d(feature_pool, 1, feature_pool // 2) if feature_pool > 1 else nn.Identity()
+
+    def generate_embedding(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pooled features, concatenated and subset as anomalib does."""
+        return super().generate_embedding({layer: self.feature_pool(f) for layer, f in features.items()})
 
 
 class Padim(BackboneModel):
@@ -23,15 +62,23 @@ class Padim(BackboneModel):
     name = "padim"
 
     def build_module(self) -> PadimModel:
-        """AnomaLib's torch model with a seeded random feature subset."""
+        """AnomaLib's torch model with a seeded channel subset (all channels by default) and the feature pooling."""
+        pool = int(self.hparams["feature_pool"])
+        if pool % 2 == 0:
+            raise ConfigError(f"feature_pool: {pool} is even; give an odd window (1 = no pooling, 3, 5 ...)")
+        if not self.hparams["n_features"]:
+            self.hparams["n_features"] = sum(
+                layer_channels(self.hparams["backbone"])[n] for n in self.hparams["layers"]
+            )
         try:
             with torch.random.fork_rng():  # seeded channel subset (saved in model.pth), caller's RNG untouched
                 torch.manual_seed(0)
-                return PadimModel(
+                return PooledPadimModel(
                     backbone=self.hparams["backbone"],
                     layers=list(self.hparams["layers"]),
                     pre_trained=False,
                     n_features=self.hparams["n_features"],
+                    feature_pool=pool,
                 ).eval()
         except ValueError as exc:
             raise ConfigError(f"n_features: {exc}") from exc
@@ -58,9 +105,14 @@ class Padim(BackboneModel):
         return n, total.cpu().numpy(), outer.cpu().numpy()
 
     def _set_gaussian(self, n: int, mean: np.ndarray, covariance: np.ndarray) -> None:
-        """Install mean and inverse covariance exactly as anomalib regularises them (+0.01 I + 1e-5 I)."""
+        """Install mean and inverse covariance: shrunk toward the mean variance, then anomalib's +0.01 I + 1e-5 I.
+
+        With a few hundred images and 150 channels the sample covariance's smallest eigenvalues are mostly
+        noise, and the Mahalanobis distance amplifies them; shrinking toward a scaled identity (Ledoit
+        and Wolf's target) keeps the directions the data supports. ``shrinkage`` 0 is anomalib's estimator.
+        """
         c = mean.shape[0]
-        inv = np.linalg.inv(covariance + (0.01 + 1e-5) * np.eye(c))
+        inv = np.linalg.inv(_shrink(covariance, float(self.hparams["shrinkage"])) + REG * np.eye(c))
         dev = self.device.torch()
         self.module.gaussian.mean = torch.from_numpy(mean.astype(np.float32)).to(dev)
         self.module.gaussian.inv_covariance = torch.from_numpy(inv.astype(np.float32)).to(dev)
@@ -104,7 +156,7 @@ class Padim(BackboneModel):
             )
         if self.covariance is None:  # seed-era stats.npz: recover the covariance from its inverse
             inv = self.module.gaussian.inv_covariance.double().cpu().numpy()
-            self.covariance = np.linalg.inv(inv) - (0.01 + 1e-5) * np.eye(inv.shape[-1])
+            self.covariance = _unshrink(np.linalg.inv(inv) - REG * np.eye(inv.shape[-1]), self.hparams["shrinkage"])
         n0, mean0 = self.n_samples, self.module.gaussian.mean.double().cpu().numpy()
         n1, total1, outer1 = self._moments(train, cfg)
         mean1 = total1 / n1

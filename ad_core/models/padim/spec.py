@@ -11,10 +11,28 @@ SPEC = ModelSpec(
         Param(
             "n_features",
             int,
-            100,
-            "number of random feature channels kept for the Gaussian",
+            None,
+            "feature channels kept for the Gaussian, a seeded random subset (default: all of the layers' channels)",
             low=2,
             high=2048,
+        ),
+        Param(
+            "shrinkage",
+            float,
+            0.1,
+            "covariance shrinkage toward its mean variance: (1-s) S + s tr(S)/C I (0: anomalib's plain S + 0.01 I)",
+            low=0.0,
+            high=1.0,
+            legacy=0.0,
+        ),
+        Param(
+            "feature_pool",
+            int,
+            3,
+            "side of the local average over each layer's features before the Gaussian (1: none, as anomalib)",
+            low=1,
+            high=9,
+            legacy=1,
         ),
     ),
     trained=False,
@@ -26,4 +44,11 @@ SPEC = ModelSpec(
     artifact_in_graph=True,
     merge_flag="load_stats",
     tune_dims=("backbone", "layers", "n_features"),
+    proxy_variants=(
+        {"n_features": 100, "shrinkage": 0.0, "feature_pool": 1},  # anomalib's PaDiM
+        {"n_features": 32},
+        {"layers": ["blocks.1", "blocks.2", "blocks.4"]},
+        {"layers": ["blocks.4"]},
+        {"backbone": "tf_efficientnet_lite1"},
+    ),
 )

@@ -29,4 +29,10 @@ SPEC = ModelSpec(
     artifact_key="memory_bank",
     merge_flag="load_bank",
     tune_dims=("backbone", "layers", "coreset_ratio"),
+    proxy_variants=(
+        {"layers": ["blocks.2", "blocks.4", "blocks.6"]},
+        {"layers": ["blocks.4"]},
+        {"coreset_ratio": 0.01},
+        {"backbone": "tf_efficientnet_lite1"},
+    ),
 )
