@@ -90,7 +90,12 @@ def test_study_writes_param_files_and_train_params_reproduces_best(sample_root, 
     study = optuna.load_study(study_name=f"padim-{CAT}", storage=f"sqlite:///{models / 'PaDiM' / CAT / 'optuna.db'}")
     first = study.trials[0]
     assert first.user_attrs["start"] == "model defaults"
-    assert first.params == {"backbone": "tf_efficientnet_lite0", "layers": "blocks.2+blocks.4", "n_features": 152}
+    # three backbones ship their weights, so the layer choice is asked per backbone
+    assert first.params == {
+        "backbone": "tf_efficientnet_lite0",
+        "layers[tf_efficientnet_lite0]": "blocks.2+blocks.4",
+        "n_features": 152,
+    }
     assert first.user_attrs["hparams"]["n_features"] == 152  # the default: all 152 channels of the two layers
     assert main(["train", "--model", "padim", "--category", CAT, "--data_root", str(sample_root),
                  "--models_root", str(tmp_path / "plain"), "--image_size", "96"]) == 0  # fmt: skip
@@ -134,7 +139,7 @@ def test_the_first_trial_is_the_defaults_snapped_into_the_space():
     assert first("padim", None) == {
         "backbone": "tf_efficientnet_lite0",
         "n_features": 152,
-        "layers": "blocks.2+blocks.4",
+        "layers[tf_efficientnet_lite0]": "blocks.2+blocks.4",
     }
     assert first("padim", {"n_features": {"low": 30, "high": 90, "step": 16}}) == {
         "n_features": 78
