@@ -84,6 +84,16 @@ def check_roi(roi: Sequence[int] | None) -> tuple[int, int, int, int] | None:
     return None if values[2] == 0 or values[3] == 0 else (values[0], values[1], values[2], values[3])
 
 
+def crop_roi(rgb: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The ``(x, y, width, height)`` part of ``rgb`` (all of it for None); a frame it does not fit is refused."""
+    if roi is None:
+        return rgb
+    x, y, w, h = roi
+    if x + w > rgb.shape[1] or y + h > rgb.shape[0]:
+        raise DataError(f"roi {[x, y, w, h]} does not fit a {rgb.shape[1]}x{rgb.shape[0]} frame")
+    return np.ascontiguousarray(rgb[y : y + h, x : x + w])
+
+
 class Inspector:
     """Score frames with one :class:`ad_core.runtime.Scorer` under a region of interest and a live threshold.
 
@@ -148,13 +158,7 @@ class Inspector:
 
     def crop(self, rgb: np.ndarray) -> np.ndarray:
         """The part of ``rgb`` that is scored; a frame the ROI does not fit is refused, naming both."""
-        roi = self._roi
-        if roi is None:
-            return rgb
-        x, y, w, h = roi
-        if x + w > rgb.shape[1] or y + h > rgb.shape[0]:
-            raise DataError(f"roi {[x, y, w, h]} does not fit a {rgb.shape[1]}x{rgb.shape[0]} frame")
-        return np.ascontiguousarray(rgb[y : y + h, x : x + w])
+        return crop_roi(rgb, self._roi)
 
     # -- scoring -----------------------------------------------------------------------------------
     def __call__(self, rgb: np.ndarray, file: str | Path = "") -> Inspection:

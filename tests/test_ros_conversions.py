@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ad_inspect.conversions import MalformedImage, compressed_to_rgb, image_to_rgb
+from ad_core.data.ros_images import MalformedImage, compressed_to_rgb, image_to_rgb
 
 
 def msg(arr: np.ndarray, encoding: str, step: int | None = None, bigendian: bool = False):
@@ -97,7 +97,7 @@ def test_serialized_frames_are_read_in_place_like_rclpy_reads_them(frame_id):
     from sensor_msgs.msg import CompressedImage
     from sensor_msgs.msg import Image as ImageMsg
 
-    from ad_inspect.conversions import parse_compressed, parse_image
+    from ad_core.data.ros_images import parse_compressed, parse_image
 
     rng = np.random.default_rng(len(frame_id))
     for encoding, arr in (("rgb8", RGB), ("mono16", rng.integers(0, 65535, (5, 7), dtype=np.uint16))):
@@ -126,7 +126,7 @@ def test_serialized_frames_are_read_in_place_like_rclpy_reads_them(frame_id):
 def test_big_endian_cdr_and_truncated_bytes():
     import struct
 
-    from ad_inspect.conversions import parse_image
+    from ad_core.data.ros_images import parse_image
 
     def s(text):
         b = text.encode() + b"\0"

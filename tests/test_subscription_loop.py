@@ -12,7 +12,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed (pip install
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from ad_inspect.conversions import parse_image  # noqa: E402
+from ad_core.data.ros_images import parse_image  # noqa: E402
 from ad_inspect.subscription_loop import SubscriptionLoop  # noqa: E402
 
 

@@ -99,6 +99,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         written = build_sample_dataset(args.data_root, overwrite=args.overwrite)
         print(f"sample data in {args.data_root}: {', '.join(CATEGORIES)} ({len(written)} written, rest already there)")
+    elif args.data_command == "from-bag":
+        return _from_bag(args)
     elif args.data_command == "elpv":
         from ad_core.data.elpv import import_elpv
 
@@ -118,6 +120,24 @@ def cmd_data(args: argparse.Namespace) -> int:
         counts = split_visa(args.category, src, args.data_root)
         print(f"VisA_{args.category}: {counts}")
     return 0
+
+
+def _from_bag(args: argparse.Namespace) -> int:
+    from ad_core.data.bags import import_bag, list_topics
+    from ad_core.errors import ConfigError
+
+    if args.list:
+        for t in list_topics(args.bag):
+            print(f"{t.topic:<40} {t.msgtype:<36} {t.count:>8}")
+        return 0
+    if not args.topic or not args.category:
+        raise ConfigError("from-bag needs --topic and --category (or --list to see the topics)")
+    report = import_bag(
+        args.bag, args.topic, args.category, args.data_root, split=args.split, every=args.every, hz=args.hz,
+        start=args.start, end=args.end, dedup=args.dedup, roi=args.roi,
+    )  # fmt: skip
+    print(report.summary())
+    return 1 if report.stopped else 0
 
 
 def cmd_models(_: argparse.Namespace) -> int:

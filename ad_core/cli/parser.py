@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, help="CSV path (default result_<model>.csv here)")
     _mlflow_flag(p, f"registry to fetch models:/ URIs from ({FETCHABLE} for -e)")
 
-    p = sub.add_parser("data", help="datasets: the bundled sample, VisA download and split, ELPV")
+    p = sub.add_parser("data", help="datasets: the bundled sample, VisA, ELPV, ROS 2 bags")
     dsub = p.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("sample", help="build the offline sample dataset (textures with synthetic defects)")
     d.add_argument("--data_root", default="data")
@@ -241,6 +241,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--source", default=None, help="ELPV's data folder (default: the installed elpv-dataset package)")
     d.add_argument("--test_fraction", type=float, default=0.25, help="normal cells held out for testing (0.25)")
     d.add_argument("--seed", type=int, default=0, help="seed of the held-out normals (default 0)")
+
+    d = dsub.add_parser("from-bag", help="camera frames of a ROS 2 bag (.db3 / .mcap) into the seed layout")
+    d.add_argument("bag", help="a rosbag2 folder, or a .mcap / .db3 file")
+    d.add_argument("--topic", default=None, help="image topic (sensor_msgs/Image or CompressedImage)")
+    d.add_argument("--category", default=None, help="category folder, e.g. Robot_cell3")
+    d.add_argument("--data_root", default="data")
+    d.add_argument(
+        "--split",
+        default="train",
+        choices=("train", "test/normal", "test/anomaly", "review"),
+        help="where the frames go (default train; review: the Review panel's queue)",
+    )
+    thin = d.add_mutually_exclusive_group()
+    thin.add_argument("--every", type=int, default=None, help="keep every Nth frame")
+    thin.add_argument("--hz", type=float, default=None, help="keep at most this many frames per second")
+    d.add_argument("--start", type=float, default=None, help="skip frames before this many seconds into the bag")
+    d.add_argument("--end", type=float, default=None, help="skip frames after this many seconds into the bag")
+    d.add_argument(
+        "--dedup", type=float, default=None, metavar="THRESH",
+        help="drop frames whose mean grey difference to the last kept one is below THRESH (e.g. 2)",
+    )  # fmt: skip
+    d.add_argument("--roi", type=int, nargs=4, default=None, metavar=("X", "Y", "W", "H"), help="crop every frame")
+    d.add_argument("--list", action="store_true", help="list the bag's topics, types and counts, and stop")
 
     sub.add_parser("models", help="list models and their hyperparameters")
 

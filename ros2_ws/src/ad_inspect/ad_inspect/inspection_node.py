@@ -35,11 +35,7 @@ from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 
 from ad_core.bundle import bundle_dir, read_meta
-from ad_core.edge import confined, convert_next, retrain_next, save_frame
-from ad_core.errors import DataError
-from ad_core.inspector import Inspector, StreamStats
-from ad_core.jobs import Job, JobSlot, NewestSlot, lower_thread_priority
-from ad_inspect.conversions import (
+from ad_core.data.ros_images import (
     MalformedImage,
     compressed_to_rgb,
     float_to_image,
@@ -48,6 +44,10 @@ from ad_inspect.conversions import (
     parse_image,
     rgb_to_image,
 )
+from ad_core.edge import confined, convert_next, retrain_next, save_frame
+from ad_core.errors import DataError
+from ad_core.inspector import Inspector, StreamStats
+from ad_core.jobs import Job, JobSlot, NewestSlot, lower_thread_priority
 from ad_inspect.messages import copy_header, diagnostics, result_messages
 from ad_inspect.parameters import PARAMETERS, refusal
 from ad_inspect.subscription_loop import SubscriptionLoop

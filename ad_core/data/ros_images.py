@@ -1,7 +1,11 @@
-"""sensor_msgs images <-> numpy without cv_bridge (not on PyPI; the Jetson has it, this keeps one path).
+"""sensor_msgs images <-> numpy without ROS or cv_bridge: the node's camera path and ``ad-core data from-bag``.
 
-Every function raises :class:`MalformedImage` with a sentence naming the field at fault, so the
-node can log it, count it and go on.
+A serialized ``sensor_msgs/Image`` or ``CompressedImage`` (the bytes of a raw ROS 2 subscription, or
+of a rosbag2 record) is read in place (:func:`parse_image`, :func:`parse_compressed`) and turned into
+RGB uint8 (:func:`image_to_rgb`, :func:`compressed_to_rgb`) in every encoding the node accepts.
+Nothing here imports ROS: a bag is imported on a PC without a ROS installation. Every function
+raises :class:`MalformedImage` with a sentence naming the field at fault, so the caller can log
+it, count it and go on.
 """
 
 from __future__ import annotations
