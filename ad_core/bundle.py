@@ -122,6 +122,19 @@ def normalize_with(meta: dict[str, Any], raw):
     return normalize(raw, meta["image_threshold_auto"], meta["raw_image_min"], meta["raw_image_max"])
 
 
+def model_version(meta: dict[str, Any]) -> str:
+    """What names a bundle's version in logs, sidecars and ``/diagnostics``.
+
+    A model fetched from the registry is ``NAME/VERSION``; otherwise the weights' sha256 (first 12
+    digits) and when the bundle was made.
+    """
+    registry = meta.get("registry") or {}
+    if registry.get("name") and registry.get("version"):
+        return f"{registry['name']}/{registry['version']}"
+    sha = (meta.get("sha256") or {}).get(meta.get("weights_pth", "model.pth"), "")
+    return " ".join(x for x in (sha[:12], meta.get("created", "")) if x) or "unknown"
+
+
 def save_threshold(path: str | Path, image_threshold: float, by: str | None = None, note: str = "") -> dict[str, Any]:
     """Set meta.json's normalised ``image_threshold`` atomically and record who set it, when and why.
 

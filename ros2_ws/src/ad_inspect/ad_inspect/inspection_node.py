@@ -34,7 +34,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
 
-from ad_core.bundle import bundle_dir, read_meta
+from ad_core.bundle import bundle_dir, model_version, read_meta
+from ad_core.capture import FieldCapture, writable
 from ad_core.data.ros_images import (
     MalformedImage,
     compressed_to_rgb,
@@ -49,7 +50,7 @@ from ad_core.errors import DataError
 from ad_core.inspector import Inspector, StreamStats
 from ad_core.jobs import Job, JobSlot, NewestSlot, lower_thread_priority
 from ad_inspect.messages import copy_header, diagnostics, result_messages
-from ad_inspect.parameters import PARAMETERS, refusal
+from ad_inspect.parameters import CAPTURE, PARAMETERS, refusal
 from ad_inspect.subscription_loop import SubscriptionLoop
 
 RENDER_NICENESS = 10  # the map and overlay thread's niceness (scoring and publishing run at the process's)
@@ -66,11 +67,14 @@ class InspectionNode(Node):
         self._frame: tuple[Any, Any] | None = None  # last converted frame and its header, for ~/save_frame
         self.inspector: Inspector | None = None
         self.model_path: Path | None = None
+        self.model_version = ""
         self._jobs = JobSlot()
+        self.capture: FieldCapture | None = None
         self._stop = threading.Event()
         self._out_qos = QoSProfile(depth=10)
         self._make_publishers()
         self._load_model(initial=True)
+        self._make_capture()
         self._subscribe()
         group = ReentrantCallbackGroup()
         for name in ("retrain", "convert", "reload", "save_frame"):
@@ -101,7 +105,29 @@ class InspectionNode(Node):
                 self.inspector.threshold = float(prm.value)
             if self.inspector is not None and prm.name == "roi":
                 self.inspector.roi = list(prm.value)
+        changed = {prm.name: prm.value for prm in params if prm.name in CAPTURE}
+        if changed:  # the callback runs before the values are set: pass the new ones
+            self._make_capture(changed)
         return SetParametersResult(successful=True)
+
+    def _make_capture(self, changed: dict[str, Any] | None = None) -> None:
+        """(Re)start field capture with the parameters in force (off when data_root is not writable)."""
+        p = {name: self._param(name) for name in CAPTURE} | (changed or {})
+        mode, data_root = p["capture"], p["data_root"]
+        category = p["category"] or (self.inspector.scorer.meta.get("category") if self.inspector else "")
+        if mode != "off" and not category:
+            mode = "off"
+        elif mode != "off" and not writable(Path(data_root) / "review"):
+            self._warn(f"capture off: {data_root} is not writable")
+            mode = "off"
+        old, self.capture = self.capture, FieldCapture(
+            data_root, category or "none", mode,
+            max_per_min=p["capture_max_per_min"], normal_rate=p["capture_normal_rate"],
+            min_free_mb=p["capture_min_free_mb"], model=str(self.model_path or ""),
+            model_version=self.model_version,
+        )  # fmt: skip
+        if old is not None:
+            old.close()
 
     # -- topics ------------------------------------------------------------------------------------
     def _make_publishers(self) -> None:
@@ -178,6 +204,9 @@ class InspectionNode(Node):
         )
         self.inspector, self.model_path = inspector, target  # one assignment: the next frame uses the new model
         scorer = inspector.scorer
+        self.model_version = model_version(scorer.meta)
+        if self.capture is not None:
+            self.capture.model, self.capture.model_version = str(target), self.model_version
         message = f"model {target} ({scorer.model}, {scorer.backend}, {scorer.image_size} px)"
         self.get_logger().info(("loaded " if initial else "swapped to ") + message)
         return message
@@ -205,6 +234,8 @@ class InspectionNode(Node):
         wants_maps = self._param("publish_map") or self._param("publish_overlay")
         if wants_maps and self._maps.put((result, header)):
             self.stats.maps_skipped += 1
+        if self.capture is not None:  # hands the frame over; the capture thread writes it
+            self.capture.offer(result, header.stamp.sec, header.stamp.nanosec, header.frame_id)
         self.stats.scored += 1
         self.stats.latency((t2 - t_in) * 1000.0)
 
@@ -285,8 +316,10 @@ class InspectionNode(Node):
     # -- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         model = str(self.model_path or "")
-        values = {**self.stats.summary(), "model": model}
-        self.pub_diag.publish(diagnostics(values, self.stats.last_error, model, self.get_clock().now().to_msg()))
+        capture = self.capture.summary() if self.capture is not None else {}
+        values = {**self.stats.summary(), "model": model, "model_version": self.model_version, **capture}
+        problem = self.stats.last_error or (self.capture.problem() if self.capture is not None else "")
+        self.pub_diag.publish(diagnostics(values, problem, model, self.get_clock().now().to_msg()))
 
     def destroy_node(self) -> None:
         """Stop the camera loop and the map thread, then the node."""
@@ -295,6 +328,8 @@ class InspectionNode(Node):
         self._camera_loop.stop()
         self._camera_thread.join(timeout=5.0)  # a frame being scored finishes first
         self._camera_loop.node.destroy_node()
+        if self.capture is not None:
+            self.capture.close()  # what was handed over is written
         super().destroy_node()
 
 

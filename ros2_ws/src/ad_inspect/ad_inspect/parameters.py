@@ -11,6 +11,11 @@ from ad_core.errors import ADCoreError
 BACKENDS = ("onnxruntime", "tensorrt", "torch", "openvino")
 FIXED = ("image_topic", "compressed", "output_prefix")  # read once at start
 
+
+def _range(low: float, high: float) -> dict:
+    return {"floating_point_range": [FloatingPointRange(from_value=low, to_value=high, step=0.0)]}
+
+
 PARAMETERS = (
     ("model_path", "", "bundle folder, engine folder, meta.json, model.onnx / .plan / .pth (inside models_root)", {}),
     ("backend", "onnxruntime", f"inference backend: {' | '.join(BACKENDS)}", {}),
@@ -33,17 +38,31 @@ PARAMETERS = (
     ("retrain_batch", 8, "batch size of ~/retrain", {}),
     ("extend_bank", True, "~/retrain: PatchCore extends its memory bank, PaDiM merges statistics", {}),
     ("device", "auto", "where ~/retrain trains: auto (the GPU when there is one) | cpu | cuda | cuda:N", {}),
+    (
+        "capture",
+        "flagged",
+        "save frames for review into data_root/review/<category>/: off | flagged | all (off when data_root is "
+        "not writable)",
+        {},
+    ),
+    ("capture_max_per_min", 30.0, "at most this many captured frames per minute (0: no cap)", _range(0.0, 6000.0)),
+    ("capture_normal_rate", 0.0, "share of normal frames also captured with capture:=flagged (0-1)", _range(0.0, 1.0)),
+    ("capture_min_free_mb", 500.0, "capture pauses when data_root's disk has less free (MB)", _range(0.0, 1e9)),
 )
+CAPTURE = ("capture", "capture_max_per_min", "capture_normal_rate", "capture_min_free_mb", "data_root", "category")
 
 
 def refusal(name: str, value: Any, models_root: str) -> str:
     """Why a new parameter value is refused (empty: accepted); checked before the node takes it."""
+    from ad_core.capture import MODES
     from ad_core.device import resolve
     from ad_core.edge import confined
     from ad_core.inspector import check_roi
 
     if name == "backend" and value not in BACKENDS:
         return f"backend must be one of {', '.join(BACKENDS)}"
+    if name == "capture" and value not in MODES:
+        return f"capture must be one of {', '.join(MODES)}"
     if name in FIXED:
         return f"{name} is fixed after start; restart the node"
     try:
