@@ -1,4 +1,4 @@
-"""JupyterLab panels over ad_core: data, training, tuning, threshold exploration and export.
+"""JupyterLab panels over ad_core: data, training, tuning, threshold exploration, export and review.
 
 ``AnomalyStudio()`` shows them all as tabs; each panel also works alone. Long work runs on a
 background thread (the kernel stays responsive), Stop really stops it, and errors appear in the
@@ -7,6 +7,7 @@ panel. The panels call ad_core's public API only.
 
 from jupyter_ext.data import DataPanel
 from jupyter_ext.export import ExportPanel, package_for_jetson
+from jupyter_ext.review import ReviewPanel
 from jupyter_ext.studio import AnomalyStudio
 from jupyter_ext.threshold import ThresholdExplorer
 from jupyter_ext.train import TrainPanel
@@ -16,6 +17,7 @@ __all__ = [
     "AnomalyStudio",
     "DataPanel",
     "ExportPanel",
+    "ReviewPanel",
     "ThresholdExplorer",
     "TrainPanel",
     "TunePanel",

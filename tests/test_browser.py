@@ -6,79 +6,26 @@ Screenshots are kept in ``tests/artifacts/browser/`` (or ``$AD_TEST_ARTIFACTS``)
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("AD_TEST_ARTIFACTS", Path(__file__).parent / "artifacts")) / "browser"
+from browser_support import ARTIFACTS, CHROMIUM, field, jupyterlab, visible  # noqa: E402
+
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)",
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def lab(sample_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    shutil.copytree(sample_root, root / "data")
-    port = free_port()
-    log = open(root / "jupyterlab.log", "w")  # noqa: SIM115 - closed after the server stops
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            f"--port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.root_dir={root}",
-            "--IdentityProvider.token=",
-            "--ServerApp.password=",
-            "--allow-root",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail(f"JupyterLab did not start: {(root / 'jupyterlab.log').read_text()[-2000:]}")
-    yield url, root
-    proc.terminate()
-    proc.wait(30)
-    log.close()
-
-
-def visible(page, selector: str):
-    return page.locator(f"{selector} >> visible=true").first
-
-
-def field(page, label: str):
-    return visible(page, f'.widget-inline-hbox:has(> label:text-is("{label}")) input')
+    with jupyterlab(sample_root, root) as url:
+        yield url, root
 
 
 def test_launcher_studio_train_threshold_save(lab):

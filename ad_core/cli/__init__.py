@@ -29,6 +29,7 @@ COMMANDS = {
     "infer": "ad_core.cli.edge:cmd_infer",
     "data": "ad_core.cli.edge:cmd_data",
     "models": "ad_core.cli.edge:cmd_models",
+    "review": "ad_core.cli.edge:cmd_review",
     "demo": "ad_core.cli.demo:cmd_demo",
 }
 

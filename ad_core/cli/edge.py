@@ -140,6 +140,44 @@ def _from_bag(args: argparse.Namespace) -> int:
     return 1 if report.stopped else 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """``ad-core review``: work through the review queue in the terminal (n / a / s, u to undo, q to stop)."""
+    from ad_core.review import ReviewQueue
+
+    queue = ReviewQueue(args.data_root, args.category, args.normal_to)
+    if args.list:
+        for item in queue.items():
+            print(item.caption())
+        print(f"{len(queue)} frame(s) waiting in {queue.folder}")
+        return 0
+    if args.label:
+        print(f"-> {queue.label(args.label[0], args.label[1])}")
+        return 0
+    keys = {"n": "normal", "a": "anomaly", "s": "skip"}
+    items = queue.items()
+    i = 0
+    while i < len(items):
+        item = items[i]
+        answer = input(f"[{i + 1}/{len(items)}] {item.caption()}  (n)ormal (a)nomaly (s)kip (u)ndo (q)uit > ")
+        answer = answer.strip().lower()[:1]
+        if answer == "q":
+            break
+        if answer == "u":
+            back = queue.undo()
+            if back is not None:
+                i -= 1
+                items[i] = next(x for x in queue.items() if x.path == back)
+            continue
+        if answer in keys:
+            print(f"  -> {queue.label(item, keys[answer])}")
+            i += 1
+    counts = queue.counts()
+    print(
+        f"labelled: {counts['normal']} normal, {counts['anomaly']} anomaly, {counts['skip']} skipped; {counts['waiting']} waiting"
+    )
+    return 0
+
+
 def cmd_models(_: argparse.Namespace) -> int:
     """``ad-core models``."""
     from ad_core.models import get_spec, list_models

@@ -265,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--roi", type=int, nargs=4, default=None, metavar=("X", "Y", "W", "H"), help="crop every frame")
     d.add_argument("--list", action="store_true", help="list the bag's topics, types and counts, and stop")
 
+    p = sub.add_parser(
+        "review", help="label field captures in data/review/<CATEGORY>/ (normal -> train, anomaly -> test)"
+    )
+    p.add_argument("--category", required=True, help="category whose review queue to work through")
+    p.add_argument("--data_root", default="data", help="data root (default data)")
+    p.add_argument("--normal_to", choices=("train", "test"), default="train", help="where normal frames go (train)")
+    p.add_argument("--list", action="store_true", help="list the queue and stop")
+    p.add_argument(
+        "--label", nargs=2, metavar=("FILE", "LABEL"), default=None, help="label one frame: normal|anomaly|skip"
+    )
+
     sub.add_parser("models", help="list models and their hyperparameters")
 
     p = sub.add_parser("demo", help="end to end on the sample data: build it, train and test every model")

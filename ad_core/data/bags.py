@@ -20,10 +20,7 @@ the last readable message and the report says where it stopped.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ad_core.data.manifest import append_manifest
 from ad_core.data.ros_images import MalformedImage, compressed_to_rgb, image_to_rgb, parse_compressed, parse_image
 from ad_core.errors import DataError
 
@@ -352,17 +350,8 @@ def _save(rgb: np.ndarray, path: Path) -> None:
 
 
 def _move_in(tmp: Path, folder: Path, report: BagImport) -> None:
-    """Move the written frames into ``folder`` and append their rows to its ``manifest.csv`` (atomically)."""
+    """Move the written frames into ``folder``, then add their rows to its ``manifest.csv``."""
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "manifest.csv"
-    old = manifest.read_text() if manifest.is_file() else ""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
-    if not old:
-        writer.writeheader()
-    writer.writerows(report.rows)
-    (tmp / "manifest.csv.new").write_text(old + buf.getvalue())
     for path in report.written:
         os.replace(tmp / path.name, path)
-    os.replace(tmp / "manifest.csv.new", manifest)
-    shutil.rmtree(tmp, ignore_errors=True)
+    append_manifest(folder, report.rows, MANIFEST_FIELDS)
