@@ -17,6 +17,7 @@ swaps to the new model between frames.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -46,11 +47,13 @@ from ad_core.data.ros_images import (
     rgb_to_image,
 )
 from ad_core.edge import confined, convert_next, retrain_next, save_frame
-from ad_core.errors import DataError
+from ad_core.errors import ADCoreError, DataError
+from ad_core.fleet import RegistryCache, cached_version_of, convert_once
 from ad_core.inspector import Inspector, StreamStats
 from ad_core.jobs import Job, JobSlot, NewestSlot, lower_thread_priority
+from ad_core.tracking import is_model_uri
 from ad_inspect.messages import copy_header, diagnostics, result_messages
-from ad_inspect.parameters import CAPTURE, PARAMETERS, refusal
+from ad_inspect.parameters import CAPTURE, PARAMETERS, capture_mode, refusal
 from ad_inspect.subscription_loop import SubscriptionLoop
 
 RENDER_NICENESS = 10  # the map and overlay thread's niceness (scoring and publishing run at the process's)
@@ -61,6 +64,9 @@ class InspectionNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("ad_inspect", **kwargs)
+        self._stop = threading.Event()  # first: destroy_node may run on a node whose start failed
+        self.capture: FieldCapture | None = None
+        self._camera_loop = None
         self._declare_parameters()
         self.stats = StreamStats()
         self._maps = NewestSlot()  # (inspection, header) for the map and overlay thread
@@ -69,8 +75,6 @@ class InspectionNode(Node):
         self.model_path: Path | None = None
         self.model_version = ""
         self._jobs = JobSlot()
-        self.capture: FieldCapture | None = None
-        self._stop = threading.Event()
         self._out_qos = QoSProfile(depth=10)
         self._make_publishers()
         self._load_model(initial=True)
@@ -85,6 +89,7 @@ class InspectionNode(Node):
         self._camera_thread.start()
         self._renderer = threading.Thread(target=self._render_loop, name="ad_inspect_maps", daemon=True)
         self._renderer.start()
+        threading.Thread(target=self._poll_registry, name="ad_inspect_registry", daemon=True).start()
         self.get_logger().info(self._listening)  # last: the node is ready (tests and supervisors wait for it)
 
     # -- parameters --------------------------------------------------------------------------------
@@ -93,7 +98,8 @@ class InspectionNode(Node):
             self.declare_parameter(name, default, ParameterDescriptor(description=text, **extra))
 
     def _param(self, name: str) -> Any:
-        return self.get_parameter(name).value
+        value = self.get_parameter(name).value
+        return capture_mode(value) if name == "capture" else value
 
     def _on_parameters(self, params) -> SetParametersResult:
         for prm in params:
@@ -105,7 +111,8 @@ class InspectionNode(Node):
                 self.inspector.threshold = float(prm.value)
             if self.inspector is not None and prm.name == "roi":
                 self.inspector.roi = list(prm.value)
-        changed = {prm.name: prm.value for prm in params if prm.name in CAPTURE}
+        changed = {prm.name: capture_mode(prm.value) if prm.name == "capture" else prm.value
+                   for prm in params if prm.name in CAPTURE}  # fmt: skip
         if changed:  # the callback runs before the values are set: pass the new ones
             self._make_capture(changed)
         return SetParametersResult(successful=True)
@@ -192,6 +199,12 @@ class InspectionNode(Node):
         if not path:
             self._warn("no model_path set: frames are counted but not scored")
             return "no model_path set"
+        note = ""
+        if is_model_uri(str(path)):  # a fleet cell: the registry's version, cached and verified under models_root
+            resolved = RegistryCache(self._param("models_root"), self._param("registry_uri")).resolve(str(path))
+            path, note = resolved.path, resolved.note
+            if note:
+                self._warn(note)
         target = confined(path, self._param("models_root"), "model_path")
         # ONNX Runtime's threads must not busy-wait here: between frames the cores belong to DDS, the
         # executor and the map thread (PaDiM's model call is 15-20 % faster in the node without it)
@@ -204,12 +217,14 @@ class InspectionNode(Node):
         )
         self.inspector, self.model_path = inspector, target  # one assignment: the next frame uses the new model
         scorer = inspector.scorer
-        self.model_version = model_version(scorer.meta)
+        registered = cached_version_of(target)
+        self.model_version = "/".join(registered) if registered else model_version(scorer.meta)
         if self.capture is not None:
             self.capture.model, self.capture.model_version = str(target), self.model_version
-        message = f"model {target} ({scorer.model}, {scorer.backend}, {scorer.image_size} px)"
+        message = f"model {self.model_version} at {target} ({scorer.model}, {scorer.backend}, {scorer.image_size} px)"
         self.get_logger().info(("loaded " if initial else "swapped to ") + message)
-        return message
+        self._status(event="model", model=str(target), model_version=self.model_version, offline_note=note)
+        return message + (f"; {note}" if note else "")
 
     def _score(self, msg, compressed: bool) -> None:
         t_in = time.perf_counter()
@@ -257,6 +272,21 @@ class InspectionNode(Node):
                 self.get_logger().error(self.stats.last_error)
             self.stats.stage("map_overlay", (time.perf_counter() - t0) * 1000.0)
 
+    def _poll_registry(self) -> None:
+        """With a models:/ model_path and registry_poll_s > 0: swap to a new version between frames when one appears."""
+        last = time.monotonic()
+        while not self._stop.wait(1.0):
+            period, uri = float(self._param("registry_poll_s")), str(self._param("model_path"))
+            if period <= 0 or not is_model_uri(uri) or time.monotonic() - last < period:
+                continue
+            last = time.monotonic()
+            try:
+                resolved = RegistryCache(self._param("models_root"), self._param("registry_uri")).resolve(uri)
+                if resolved.label != self.model_version and not resolved.offline:
+                    self._load_model()
+            except Exception as exc:  # the cell keeps running on the model it has
+                self.stats.last_error = f"registry poll: {exc}"
+
     # -- services ----------------------------------------------------------------------------------
     def _start_job(self, kind: str, work) -> tuple[bool, str]:
         if self.model_path is None:
@@ -292,6 +322,10 @@ class InspectionNode(Node):
 
     def _srv_convert(self, request, response):
         def work(stop: threading.Event) -> str:
+            registered = cached_version_of(self.model_path)
+            if registered:  # a registry version is converted once, into its cache folder
+                folder = RegistryCache(self._param("models_root")).folder(*registered)
+                return self._load_model(path=convert_once(folder))
             return self._load_model(path=convert_next(self.model_path, root=self._param("models_root")))
 
         response.success, response.message = self._start_job("convert", work)
@@ -322,12 +356,15 @@ class InspectionNode(Node):
         self.pub_diag.publish(diagnostics(values, problem, model, self.get_clock().now().to_msg()))
 
     def destroy_node(self) -> None:
-        """Stop the camera loop and the map thread, then the node."""
+        """Stop the camera loop and the map thread, then the node (also one whose start failed half-way)."""
         self._stop.set()
-        self._maps.wake()
-        self._camera_loop.stop()
-        self._camera_thread.join(timeout=5.0)  # a frame being scored finishes first
-        self._camera_loop.node.destroy_node()
+        if hasattr(self, "_maps"):
+            self._maps.wake()
+        if self._camera_loop is not None:
+            self._camera_loop.stop()
+            if hasattr(self, "_camera_thread"):
+                self._camera_thread.join(timeout=5.0)  # a frame being scored finishes first
+            self._camera_loop.node.destroy_node()
         if self.capture is not None:
             self.capture.close()  # what was handed over is written
         super().destroy_node()
@@ -345,7 +382,7 @@ def _reply(response, call):
 def main(args: list[str] | None = None) -> None:
     """Entry point (``ros2 run ad_inspect inspection_node``)."""
     rclpy.init(args=args)
-    node = None
+    node, code = None, 0
     try:
         node = InspectionNode()  # inside the try: a signal while the node is being built is a normal stop too
         # One executor thread: rclpy's MultiThreadedExecutor adds 1.5-2 ms per frame (bench_ros_node.py).
@@ -355,11 +392,16 @@ def main(args: list[str] | None = None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # Ctrl-C, or SIGTERM / SIGINT from launch, docker stop, a supervisor: a normal stop
+    except ADCoreError as exc:  # a model that cannot be loaded at start: say why, no traceback
+        print(f"ad_inspect: cannot start: {exc}", file=sys.stderr, flush=True)
+        code = 2
     finally:
         if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

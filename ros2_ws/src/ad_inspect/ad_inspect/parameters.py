@@ -17,7 +17,20 @@ def _range(low: float, high: float) -> dict:
 
 
 PARAMETERS = (
-    ("model_path", "", "bundle folder, engine folder, meta.json, model.onnx / .plan / .pth (inside models_root)", {}),
+    (
+        "model_path",
+        "",
+        "bundle or engine folder, meta.json, model.onnx / .plan / .pth (inside models_root), or a registry URI: "
+        "models:/NAME/VERSION, models:/NAME@alias, models:/NAME/latest",
+        {},
+    ),
+    ("registry_uri", "", "MLflow tracking URI of the model registry (default $MLFLOW_TRACKING_URI, else ./mlruns)", {}),
+    (
+        "registry_poll_s",
+        0.0,
+        "with a models:/ model_path: look for a new version every N s (0: only on ~/reload)",
+        _range(0.0, 86400.0),
+    ),
     ("backend", "onnxruntime", f"inference backend: {' | '.join(BACKENDS)}", {}),
     (
         "threshold",
@@ -43,13 +56,20 @@ PARAMETERS = (
         "flagged",
         "save frames for review into data_root/review/<category>/: off | flagged | all (off when data_root is "
         "not writable)",
-        {},
+        {"dynamic_typing": True},  # `capture:=off` arrives as the YAML boolean false
     ),
     ("capture_max_per_min", 30.0, "at most this many captured frames per minute (0: no cap)", _range(0.0, 6000.0)),
     ("capture_normal_rate", 0.0, "share of normal frames also captured with capture:=flagged (0-1)", _range(0.0, 1.0)),
     ("capture_min_free_mb", 500.0, "capture pauses when data_root's disk has less free (MB)", _range(0.0, 1e9)),
 )
 CAPTURE = ("capture", "capture_max_per_min", "capture_normal_rate", "capture_min_free_mb", "data_root", "category")
+
+
+def capture_mode(value: Any) -> str:
+    """The capture parameter as a mode: YAML reads ``off`` as false (and ``on`` as true, taken as flagged)."""
+    if isinstance(value, bool):
+        return "flagged" if value else "off"
+    return str(value)
 
 
 def refusal(name: str, value: Any, models_root: str) -> str:
@@ -61,7 +81,7 @@ def refusal(name: str, value: Any, models_root: str) -> str:
 
     if name == "backend" and value not in BACKENDS:
         return f"backend must be one of {', '.join(BACKENDS)}"
-    if name == "capture" and value not in MODES:
+    if name == "capture" and capture_mode(value) not in MODES:
         return f"capture must be one of {', '.join(MODES)}"
     if name in FIXED:
         return f"{name} is fixed after start; restart the node"
@@ -70,8 +90,12 @@ def refusal(name: str, value: Any, models_root: str) -> str:
             check_roi(list(value))
         if name == "device":
             resolve(value)
-        if name == "model_path" and value:
+        if name == "model_path" and value and not str(value).startswith("models:/"):
             confined(value, models_root, "model_path")
+        if name == "model_path" and str(value).startswith("models:/"):
+            from ad_core.fleet import parse_uri
+
+            parse_uri(value)
     except ADCoreError as exc:
         return str(exc)
     return ""

@@ -1,0 +1,208 @@
+"""Fleet roll-out: a cell's node runs ``models:/NAME@alias`` from the MLflow registry, cached and verified.
+
+Each Jetson of a fleet points its node's ``model_path`` at a registry URI
+(``models:/NAME/VERSION``, ``models:/NAME@alias`` or ``models:/NAME/latest``). :class:`RegistryCache`
+resolves it to a version, downloads that version's bundle once into
+``<models_root>/.registry/<NAME>/<VERSION>/`` (staged, then renamed), checks every file against the
+sha256 in its meta.json, and remembers what each alias and ``latest`` pointed at. Moving the alias
+in the registry and calling the node's ``~/reload`` (or waiting ``registry_poll_s``) switches the
+cell to the new version between frames.
+
+Offline (the registry unreachable, a cell on an isolated network after a restart), a URI resolves
+to the cached version it last resolved to, and :class:`Resolved` says so; with nothing cached it
+is refused with a message that says what to do. A version's converted engine (``~/convert`` on the
+Jetson: TensorRT) lives in the same folder (``engine/``), so each version is converted once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ad_core.errors import BundleError
+from ad_core.fileio import sha256, write_json_atomic
+from ad_core.tracking import MODELS_SCHEME, TrackingError, is_model_uri
+
+CACHE = ".registry"
+ENGINE = "engine"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A registry URI resolved to a local, verified bundle."""
+
+    uri: str
+    name: str
+    version: str
+    path: Path
+    """the bundle folder (meta.json inside), or its converted engine folder when there is one"""
+    offline: bool = False
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        """``NAME/VERSION``: the model version a cell reports."""
+        return f"{self.name}/{self.version}"
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``(name, ref)`` of a models:/ URI; ref is a version number, ``latest`` or ``@alias``."""
+    rest = str(uri).removeprefix(MODELS_SCHEME).strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        ref = f"@{alias}"
+    else:
+        name, _, ref = rest.partition("/")
+    if not is_model_uri(uri) or not name or not ref or not re.fullmatch(r"\d+|latest|@[\w.-]+", ref):
+        raise TrackingError(f"{uri}: expected models:/NAME/VERSION, models:/NAME@alias or models:/NAME/latest")
+    return name, ref
+
+
+def verify(folder: Path) -> None:
+    """Every file meta.json lists in ``sha256`` is there and unchanged (a damaged cache is not run)."""
+    meta_path = folder / "meta.json"
+    if not meta_path.is_file():
+        raise BundleError(f"{folder}: no meta.json: not an ad-inspect bundle")
+    meta = json.loads(meta_path.read_text())
+    digests = meta.get("sha256") or {}
+    if not digests:
+        raise BundleError(f"{meta_path}: no sha256 of its files; register a bundle written by ad-inspect")
+    for name, digest in digests.items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{path} is missing from the cached bundle")
+        if sha256(path) != digest:
+            raise BundleError(f"{path} does not match its sha256 in meta.json: the download or the cache is damaged")
+
+
+class RegistryCache:
+    """Resolve models:/ URIs to verified local bundles under ``<models_root>/.registry``; see the module docstring."""
+
+    def __init__(self, models_root: str | Path, tracking: str | None = None) -> None:
+        self.root = Path(models_root) / CACHE
+        self.tracking = tracking or None
+
+    def folder(self, name: str, version: str) -> Path:
+        """Where a version's bundle is cached."""
+        return self.root / name / str(version)
+
+    def _pointers(self, name: str) -> dict[str, str]:
+        path = self.root / name / "pointers.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _remember(self, name: str, ref: str, version: str) -> None:
+        pointers = {**self._pointers(name), ref: version}
+        write_json_atomic(self.root / name / "pointers.json", pointers)
+
+    def resolve(self, uri: str) -> Resolved:
+        """The local bundle of ``uri`` (downloaded once per version); offline, the cached one it pointed to."""
+        name, ref = parse_uri(uri)
+        try:
+            version = self._registry_version(uri)
+        except TrackingError as exc:
+            return self._offline(uri, name, ref, exc)
+        folder = self.folder(name, version)
+        if not self._cached(folder):
+            self._download(uri, folder, version)
+        self._remember(name, ref, version)
+        return Resolved(uri, name, version, self.engine_or_bundle(folder))
+
+    def engine_or_bundle(self, folder: Path) -> Path:
+        """A version's converted engine when ``~/convert`` made one, else its bundle."""
+        engine = folder / ENGINE
+        return engine if (engine / "meta.json").is_file() else folder
+
+    def _cached(self, folder: Path) -> bool:
+        if not (folder / "meta.json").is_file():
+            return False
+        try:
+            verify(folder)
+        except BundleError:
+            return False  # damaged: download again
+        return True
+
+    def _registry_version(self, uri: str) -> str:
+        from ad_core.tracking import _fail_fast, _model_source, client
+
+        c = client(self.tracking)
+        try:
+            with _fail_fast():
+                version, _ = _model_source(c, uri)
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise TrackingError(f"{uri}: the registry at {c.tracking_uri} does not resolve it ({exc})") from exc
+        return version
+
+    def _download(self, uri: str, folder: Path, version: str) -> None:
+        from ad_core.rundir import staged
+        from ad_core.tracking import fetch_model
+
+        name, _ = parse_uri(uri)
+        with staged(folder, "replace") as stage:
+            fetched = fetch_model(f"{MODELS_SCHEME}{name}/{version}", self.tracking, stage.path / ".download")
+            for item in fetched.iterdir():
+                item.rename(stage.path / item.name)
+            verify(stage.path)
+            write_json_atomic(
+                stage.path / "registry.json",
+                {
+                    "uri": f"{MODELS_SCHEME}{name}/{version}",
+                    "name": name,
+                    "version": version,
+                    "tracking": str(self.tracking or ""),
+                    "fetched": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                },
+            )
+
+    def _offline(self, uri: str, name: str, ref: str, cause: TrackingError) -> Resolved:
+        version = ref if ref.isdigit() else self._pointers(name).get(ref)
+        folder = self.folder(name, version) if version else None
+        if folder is None or not self._cached(folder):
+            have = (
+                sorted(p.name for p in (self.root / name).iterdir() if p.is_dir())
+                if (self.root / name).is_dir()
+                else []
+            )
+            raise TrackingError(
+                f"{uri}: the registry cannot be reached ({cause}) and no cached copy is known for it under "
+                f"{self.root / name}"
+                + (f" (cached versions: {', '.join(have)}; name one: models:/{name}/<version>)" if have else "")
+                + "; connect this machine to the registry once, or set model_path to a local bundle"
+            ) from cause
+        note = f"registry unreachable ({cause}); running the cached version {version} of {name}"
+        return Resolved(uri, name, version, self.engine_or_bundle(folder), offline=True, note=note)
+
+
+def convert_once(folder: Path) -> Path:
+    """Convert a cached version into its ``engine/`` folder, once: later calls return the engine made before.
+
+    The engine file to run: ``model.plan`` where TensorRT and a GPU are present, otherwise ``model.onnx``.
+    """
+    from ad_core.bundle import read_meta
+    from ad_core.convert import convtrt
+
+    engine = folder / ENGINE
+    if (engine / "meta.json").is_file():
+        meta = read_meta(engine)
+        info = meta.get("engine") or {}
+        plan = engine / info.get("plan", "") if info.get("plan") else None
+        return plan if plan is not None and plan.is_file() else engine / info.get("onnx", "model.onnx")
+    result = convtrt(read_meta(folder)["model"], None, folder, engine)
+    return result.plan or result.onnx
+
+
+def cached_version_of(path: str | Path) -> tuple[str, str] | None:
+    """``(name, version)`` when ``path`` lies in a registry cache (its bundle or engine folder), else None."""
+    path = Path(path).resolve()
+    for folder in (path, *path.parents):
+        info = folder / "registry.json"
+        if info.is_file():
+            data = json.loads(info.read_text())
+            return data["name"], str(data["version"])
+        if folder.name == CACHE:
+            break
+    return None
