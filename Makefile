@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-ROS_PYPI := ros-rclpy ros-sensor-msgs ros-std-msgs ros-std-srvs ros-geometry-msgs ros-diagnostic-msgs ros-rmw-fastrtps-cpp \
+ROS_PYPI := ros-rclpy ros-sensor-msgs ros-std-msgs ros-std-srvs ros-geometry-msgs ros-diagnostic-msgs ros-visualization-msgs ros-rmw-fastrtps-cpp \
   colcon-core colcon-ros colcon-python-setup-py colcon-package-information colcon-recursive-crawl ros-ament-package
 
 .PHONY: bench-ros setup demo test lint bench clean labextension notebooks

@@ -122,6 +122,25 @@ def normalize_with(meta: dict[str, Any], raw):
     return normalize(raw, meta["image_threshold_auto"], meta["raw_image_min"], meta["raw_image_max"])
 
 
+PIXEL_KEYS = ("pixel_threshold_auto", "raw_pixel_min", "raw_pixel_max")
+
+
+def normalize_map_with(meta: dict[str, Any], raw_map):
+    """Seed 003's pixel normalisation of anomaly maps: meta.json's pixel threshold and raw pixel min/max.
+
+    A bundle tested without masks (or from before pixel thresholds) has no pixel keys: its maps are
+    normalised with the image keys, as the seed falls back to the image threshold.
+    """
+    if all(k in meta for k in PIXEL_KEYS):
+        return normalize(raw_map, meta["pixel_threshold_auto"], meta["raw_pixel_min"], meta["raw_pixel_max"])
+    return normalize_with(meta, raw_map)
+
+
+def pixel_threshold_of(meta: dict[str, Any]) -> float:
+    """The normalised pixel threshold in force (meta ``pixel_threshold``, default 0.5)."""
+    return float(meta.get("pixel_threshold", DEFAULT_NORMALIZED_THRESHOLD))
+
+
 def model_version(meta: dict[str, Any]) -> str:
     """What names a bundle's version in logs, sidecars and ``/diagnostics``.
 
@@ -184,13 +203,29 @@ def write_bundle(model: AnomalyModel, folder: Path, meta: dict[str, Any]) -> dic
 
 
 def check_meta_numbers(meta: dict[str, Any], where: str | Path) -> None:
-    """The normalisation numbers must be finite numbers; the threshold must be in [0, 1]."""
+    """The normalisation numbers must be finite numbers; the thresholds must be in [0, 1].
+
+    The pixel keys are optional (bundles tested without masks, or from before them), but all three
+    or none, and numbers when present.
+    """
     for key in ("image_threshold_auto", "raw_image_min", "raw_image_max"):
-        if not isinstance(meta.get(key), int | float) or not np.isfinite(meta[key]):
+        if not _finite(meta.get(key)):
             raise BundleError(f"{where}: {key} must be a number, found {meta.get(key)!r}")
-    thr = meta.get("image_threshold", DEFAULT_NORMALIZED_THRESHOLD)
-    if not isinstance(thr, int | float) or not 0.0 <= thr <= 1.0:
-        raise BundleError(f"{where}: image_threshold must be a normalised number between 0 and 1, found {thr!r}")
+    present = [k for k in PIXEL_KEYS if k in meta]
+    if present and len(present) != len(PIXEL_KEYS):
+        missing = [k for k in PIXEL_KEYS if k not in meta]
+        raise BundleError(f"{where}: {', '.join(present)} without {', '.join(missing)}: the pixel keys come together")
+    for key in present:
+        if not _finite(meta[key]):
+            raise BundleError(f"{where}: {key} must be a number, found {meta[key]!r}")
+    for key in ("image_threshold", "pixel_threshold"):
+        thr = meta.get(key, DEFAULT_NORMALIZED_THRESHOLD)
+        if not _finite(thr) or not 0.0 <= thr <= 1.0:
+            raise BundleError(f"{where}: {key} must be a normalised number between 0 and 1, found {thr!r}")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and bool(np.isfinite(v))
 
 
 def _check_sha(folder: Path, meta: dict[str, Any], filename: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from ad_core.bundle import load_bundle, write_meta
+from ad_core.bundle import PIXEL_KEYS, load_bundle, pixel_threshold_of, write_meta
 from ad_core.data.images import read_image, read_mask
 from ad_core.data.layout import resolve_category
 from ad_core.fileio import write_bytes_atomic, write_json_atomic
@@ -32,8 +32,8 @@ from ad_core.viz import (
 MAX_PIXELS_FOR_AUROC = 20_000_000
 
 
-def pixel_auroc(maps: np.ndarray, mask_paths: list[Path | None]) -> float | None:
-    """Pixel AUROC over all test images at model resolution (normal images count as all-negative)."""
+def _pixels(maps: np.ndarray, mask_paths: list[Path | None]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Flat map values and mask labels at model resolution (normal images: all negative), sampled if huge."""
     size = maps.shape[1:]
     masks = np.stack([read_mask(p, size) if p is not None else np.zeros(size, bool) for p in mask_paths])
     if not masks.any() or masks.all():
@@ -42,7 +42,31 @@ def pixel_auroc(maps: np.ndarray, mask_paths: list[Path | None]) -> float | None
     if flat_maps.size > MAX_PIXELS_FOR_AUROC:
         idx = np.random.default_rng(0).choice(flat_maps.size, MAX_PIXELS_FOR_AUROC, replace=False)
         flat_maps, flat_masks = flat_maps[idx], flat_masks[idx]
-    return float(roc_auc_score(flat_masks, flat_maps))
+    return flat_maps, flat_masks
+
+
+def pixel_auroc(maps: np.ndarray, mask_paths: list[Path | None]) -> float | None:
+    """Pixel AUROC over all test images at model resolution (normal images count as all-negative)."""
+    pixels = _pixels(maps, mask_paths)
+    return None if pixels is None else float(roc_auc_score(pixels[1], pixels[0]))
+
+
+def pixel_calibration(maps: np.ndarray, mask_paths: list[Path | None]) -> dict[str, Any] | None:
+    """Seed 003's pixel-level adaptive threshold: the raw map value with the best pixel F1, and the maps' min/max.
+
+    None when the test images have no masks (the seed then falls back to the image threshold).
+    """
+    pixels = _pixels(maps, mask_paths)
+    if pixels is None:
+        return None
+    f1 = best_f1_threshold(pixels[1], pixels[0])
+    return {
+        "pixel_threshold_auto": f1["threshold"],
+        "raw_pixel_min": float(maps.min()),
+        "raw_pixel_max": float(maps.max()),
+        "pixel_f1": f1["f1"],
+        "pixel_auroc": float(roc_auc_score(pixels[1], pixels[0])),
+    }
 
 
 def _predictions_csv(rows: list[dict[str, Any]]) -> bytes:
@@ -54,6 +78,7 @@ def _predictions_csv(rows: list[dict[str, Any]]) -> bytes:
 
 
 def _save_pictures(out: Path, samples, norm_maps, threshold: float, progress: bool) -> None:
+    """Overlay with the predicted defect outlined, and the predicted mask, per image (pixel-normalised maps)."""
     for sample, norm_map in tqdm(
         list(zip(samples, norm_maps, strict=True)), desc="pictures", disable=not progress, leave=False
     ):
@@ -85,7 +110,11 @@ def evaluate(
     Writes ``predictions.csv``, ``metrics.json``, ``score_histogram.png`` and per-image overlays
     and predicted masks into ``<run>/test_result/`` (or ``save_path``, seed 003 ``--save-path``),
     replacing a previous result as a whole, and updates meta.json's ``image_threshold_auto``,
-    ``raw_image_min`` and ``raw_image_max``. The seed 004 plots (``boxplot.png``,
+    ``raw_image_min`` and ``raw_image_max``. Where every anomalous test image has a mask, the pixel-level
+    F1 threshold is computed too (seed 003) and stored as ``pixel_threshold_auto``, ``raw_pixel_min``,
+    ``raw_pixel_max`` (and ``pixel_threshold``, normalised, default 0.5); maps are then normalised with
+    these and the predicted masks in ``test_result/`` are cut at the pixel threshold. Without masks the
+    maps fall back to the image keys, as the seed does, and the report says so. The seed 004 plots (``boxplot.png``,
     ``roc_curve.png``, ``pr_curve.png``, and for the VAE ``reconstruction_comparison.png``) go
     beside them. With ``mlflow`` the metrics and those files are logged to MLflow, into the
     training's run when it is in that store.
@@ -126,10 +155,21 @@ def evaluate(
         "raw_image_max": raw_max,
         "image_threshold": image_threshold,
         "confusion": confusion(labels, predictions),
-        "pixel_auroc": pixel_auroc(maps, [s.mask for s in samples]) if data.has_masks else None,
         "device": target.name,
         "score_stats": score_stats(scores, labels),
     }
+    pixel = pixel_calibration(maps, [s.mask for s in samples]) if data.has_masks else None
+    report["pixel_auroc"] = pixel["pixel_auroc"] if pixel else None
+    if pixel is not None:
+        pixel_keys = {k: pixel[k] for k in PIXEL_KEYS}
+        report.update(pixel_keys, pixel_f1=pixel["pixel_f1"], pixel_threshold_source="test_f1")
+    else:
+        pixel_keys = {}
+        report["pixel_threshold_source"] = "image"
+        report["pixel_threshold_note"] = (
+            "no pixel masks for every anomalous test image: the maps are normalised with the image threshold "
+            "(as the seed does); add masks to test/<CATEGORY>/masks/ for a pixel threshold"
+        )
     rows = [
         {
             "file": str(s.path),
@@ -146,13 +186,21 @@ def evaluate(
         write_json_atomic(stage.path / "metrics.json", report)
         _save_plots(stage.path, bundle, samples, scores, labels, threshold_raw, report)
         if save_images:
-            norm_maps = normalize(maps, threshold_raw, raw_min, raw_max)
-            _save_pictures(stage.path, samples, norm_maps, image_threshold, progress)
+            if pixel_keys:
+                norm_maps = normalize(maps, *(pixel_keys[k] for k in PIXEL_KEYS))
+            else:
+                norm_maps = normalize(maps, threshold_raw, raw_min, raw_max)
+            _save_pictures(stage.path, samples, norm_maps, pixel_threshold_of(meta), progress)
+    for key in PIXEL_KEYS:
+        meta.pop(key, None)  # a test without masks must not leave an older pixel calibration behind
     meta.update(
         image_threshold_auto=threshold_raw,
         raw_image_min=raw_min,
         raw_image_max=raw_max,
         threshold_source="test_f1",
+        **pixel_keys,
+        pixel_threshold=pixel_threshold_of(meta),
+        pixel_threshold_source=report["pixel_threshold_source"],
         test_metrics={k: report[k] for k in ("image_auroc", "image_f1", "pixel_auroc", "n_normal", "n_anomaly")},
     )
     write_meta(bundle.path, meta)

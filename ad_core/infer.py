@@ -29,7 +29,7 @@ from ad_core.inspector import Inspector
 from ad_core.predict import expand_inputs
 from ad_core.scoring import Threshold
 
-CSV_FIELDS = ("file", "raw_score", "normalized_score", "decision", "latency_ms")
+CSV_FIELDS = ("file", "raw_score", "normalized_score", "decision", "latency_ms", "defects", "defect_area", "regions")
 
 
 @dataclass
@@ -85,6 +85,7 @@ def infer(
     progress: bool = True,
     precision: str = "fp32",
     device: str | None = None,
+    pixel_threshold: float | None = None,
 ) -> InferReport:
     """Score ``data`` (an image or a folder) with ``engine`` and write ``result_<model>.csv``.
 
@@ -103,6 +104,8 @@ def infer(
         precision: ``"bf16"`` for OpenVINO's faster reduced precision (see :func:`open_scorer`).
         device: ``auto`` / ``cpu`` / ``cuda[:N]``: ONNX Runtime's provider and the torch backend's
             device (default: CUDA where available); a ``.plan`` always runs on the GPU.
+        pixel_threshold: normalised pixel threshold (0-1) that cuts the map into defect regions;
+            default meta.json's ``pixel_threshold``. The regions (box, area, peak) go to the CSV.
     """
     if threshold is not None and norm_threshold is not None:
         raise ConfigError("give either -t/--threshold (raw) or --norm_threshold (0-1), not both")
@@ -120,6 +123,7 @@ def infer(
         image_size=image_size,
         precision=precision,
         device=device,
+        pixel_threshold=pixel_threshold,
     )
     scorer = inspector.scorer
     if threshold is not None:
@@ -146,8 +150,8 @@ def infer(
             warmed = True
         start = time.perf_counter()
         result = inspector(rgb, path)
-        latency = (time.perf_counter() - start) * 1000.0
-        report.rows.append({**result.row(), "latency_ms": latency})
+        latency = (time.perf_counter() - start) * 1000.0  # the score; the regions below are for the CSV
+        report.rows.append({**result.row(regions=True), "latency_ms": latency})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()

@@ -14,6 +14,7 @@ The names are one vocabulary across meta.json, the CSVs, the ROS topics and the 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,56 @@ import numpy as np
 from ad_core.errors import ConfigError, DataError
 from ad_core.filters import resize_map
 from ad_core.scoring import Threshold
+
+
+@dataclass(frozen=True)
+class DefectRegion:
+    """One connected region of the map at or above the pixel threshold, in frame pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    area: int
+    """pixels of the region"""
+    peak: float
+    """the highest normalised map value in it"""
+    centroid_x: float
+    centroid_y: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (CSV columns, the node's PLC message)."""
+        return {
+            "x": self.x, "y": self.y, "width": self.width, "height": self.height, "area": self.area,
+            "peak": round(self.peak, 4), "centroid": [round(self.centroid_x, 1), round(self.centroid_y, 1)],
+        }  # fmt: skip
+
+
+def find_regions(norm_map: np.ndarray, threshold: float, offset: tuple[int, int] = (0, 0)) -> list[DefectRegion]:
+    """Connected regions (8-neighbour) of ``norm_map >= threshold``, largest peak first; ``offset`` shifts them."""
+    from scipy import ndimage
+
+    mask = np.asarray(norm_map) >= threshold
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return []
+    boxes = ndimage.find_objects(labels)
+    index = np.arange(1, n + 1)
+    areas = ndimage.sum_labels(mask, labels, index)
+    peaks = ndimage.maximum(norm_map, labels, index)
+    centres = ndimage.center_of_mass(mask, labels, index)
+    ox, oy = offset
+    out = []
+    for box, area, peak, c in zip(boxes, areas, peaks, centres, strict=True):
+        ys, xs = box
+        out.append(
+            DefectRegion(
+                x=int(xs.start) + ox, y=int(ys.start) + oy, width=int(xs.stop - xs.start),
+                height=int(ys.stop - ys.start), area=int(area), peak=float(peak),
+                centroid_x=float(c[1]) + ox, centroid_y=float(c[0]) + oy,
+            )
+        )  # fmt: skip
+    return sorted(out, key=lambda r: -r.peak)
 
 
 @dataclass
@@ -41,7 +92,12 @@ class Inspection:
     """the RGB the map belongs to: the frame, or its ROI"""
     file: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    pixel_threshold: float = 0.5
+    """the normalised pixel threshold that cuts the map into the defect mask"""
+    offset: tuple[int, int] = (0, 0)
+    """where :attr:`image` starts in the frame (the ROI's corner): regions are given in frame pixels"""
     _full_map: np.ndarray | None = field(default=None, repr=False)
+    _regions: list[DefectRegion] | None = field(default=None, repr=False)
 
     @property
     def decision(self) -> str:
@@ -56,6 +112,16 @@ class Inspection:
             self._full_map = resize_map(self.anomaly_map, self.image.shape[1], self.image.shape[0])
         return self._full_map
 
+    def mask(self) -> np.ndarray:
+        """Where the defect is: the map at image size at or above the pixel threshold (bool)."""
+        return self.map_at_image() >= self.pixel_threshold
+
+    def regions(self) -> list[DefectRegion]:
+        """The defect regions (bounding box, area, peak, centroid) in frame pixels, computed once."""
+        if self._regions is None:
+            self._regions = find_regions(self.map_at_image(), self.pixel_threshold, self.offset)
+        return self._regions
+
     def overlay(self) -> np.ndarray:
         """The heat map over the image (rgb8), for people."""
         from ad_core.viz import overlay
@@ -64,14 +130,24 @@ class Inspection:
             raise ValueError("this result keeps no image to draw the overlay on")
         return overlay(self.image, self.map_at_image())
 
-    def row(self) -> dict[str, Any]:
-        """The seed's CSV columns for this image."""
-        return {
+    def row(self, regions: bool = False) -> dict[str, Any]:
+        """The seed's CSV columns for this image; with ``regions`` also where the defects are.
+
+        ``defects`` (how many regions), ``defect_area`` (their pixels) and ``regions`` (JSON: box, area,
+        peak and centroid of each, in frame pixels) at the pixel threshold.
+        """
+        row = {
             "file": self.file,
             "raw_score": self.raw_score,
             "normalized_score": self.score,
             "decision": self.decision,
         }
+        if regions:
+            found = self.regions()
+            row["defects"] = len(found)
+            row["defect_area"] = sum(r.area for r in found)
+            row["regions"] = json.dumps([r.as_dict() for r in found], separators=(",", ":"))
+        return row
 
 
 def check_roi(roi: Sequence[int] | None) -> tuple[int, int, int, int] | None:
@@ -108,21 +184,47 @@ class Inspector:
         *,
         roi: Sequence[int] | None = None,
         threshold: float | Threshold | None = None,
+        pixel_threshold: float | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._scorer = scorer
         self._roi = check_roi(roi)
         self._threshold: Threshold | None = None
         self.threshold = threshold
+        self._pixel: float | None = None
+        self.pixel_threshold = pixel_threshold
 
     @classmethod
     def open(
-        cls, source: Any, backend: str | None = None, *, roi=None, threshold=None, **open_options: Any
+        cls,
+        source: Any,
+        backend: str | None = None,
+        *,
+        roi=None,
+        threshold=None,
+        pixel_threshold: float | None = None,
+        **open_options: Any,
     ) -> Inspector:
         """An inspector on :func:`ad_core.runtime.open_scorer` ``(source, backend, **open_options)``."""
         from ad_core.runtime import open_scorer
 
-        return cls(open_scorer(source, backend, **open_options), roi=roi, threshold=threshold)
+        scorer = open_scorer(source, backend, **open_options)
+        return cls(scorer, roi=roi, threshold=threshold, pixel_threshold=pixel_threshold)
+
+    @property
+    def pixel_threshold(self) -> float:
+        """The normalised pixel threshold in force: the one set, or meta.json's ``pixel_threshold``."""
+        return self._pixel if self._pixel is not None else self._scorer.pixel_threshold
+
+    @pixel_threshold.setter
+    def pixel_threshold(self, value: float | None) -> None:
+        """Set a normalised number (0-1), or None / a negative number for meta.json's."""
+        if value is not None and float(value) >= 0:
+            if not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f"pixel threshold {value}: a normalised threshold lies between 0 and 1")
+            self._pixel = float(value)
+        else:
+            self._pixel = None
 
     # -- what is in force --------------------------------------------------------------------------
     @property
@@ -170,6 +272,8 @@ class Inspector:
         with self._lock:
             scorer = self._scorer
         threshold = self._threshold or Threshold(scorer.image_threshold)
+        pixel = self._pixel if self._pixel is not None else scorer.pixel_threshold
+        offset = (self._roi[0], self._roi[1]) if self._roi is not None else (0, 0)
         crops = [self.crop(im) for im in images]
         out = scorer(crops, threshold)
         timings = dict(scorer.timings)
@@ -184,6 +288,8 @@ class Inspector:
                 image=crops[i],
                 file=names[i],
                 timings=timings,
+                pixel_threshold=pixel,
+                offset=offset,
             )
             for i in range(len(crops))
         ]

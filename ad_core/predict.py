@@ -34,6 +34,7 @@ def predict(
     batch_size: int = 8,
     backend: str = "torch",
     device: str = "auto",
+    pixel_threshold: float | None = None,
 ) -> tuple[list[Inspection], list[tuple[str, str]]]:
     """Score images; returns one :class:`Inspection` per image and ``(file, reason)`` per unreadable file.
 
@@ -46,10 +47,11 @@ def predict(
         batch_size: images per forward pass.
         backend: the runtime backend (see :func:`ad_core.runtime.open_scorer`).
         device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``.
+        pixel_threshold: normalised pixel threshold (0-1) for the defect mask and regions; default meta.json's.
     """
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise DataError(f"--threshold {threshold}: the normalised threshold must be between 0 and 1")
-    inspector = Inspector.open(run, backend, threshold=threshold, device=device)
+    inspector = Inspector.open(run, backend, threshold=threshold, device=device, pixel_threshold=pixel_threshold)
     results: list[Inspection] = []
     skipped: list[tuple[str, str]] = []
     paths = expand_inputs(inputs)
@@ -64,3 +66,30 @@ def predict(
         if images:
             results.extend(inspector.batch(images, names))
     return results, skipped
+
+
+def save_predictions(results: list[Inspection], out: str | Path) -> Path:
+    """``predictions.csv`` (seed columns plus defect regions), overlays with the defects outlined, and masks."""
+    import csv
+    import io
+
+    import numpy as np
+
+    from ad_core.fileio import write_bytes_atomic
+    from ad_core.viz import mask_outline, save_png
+
+    out = Path(out)
+    rows = []
+    for r in results:
+        rows.append(r.row(regions=True))
+        stem = Path(r.file).stem
+        mask = r.mask()
+        save_png(mask_outline(r.overlay(), mask), out / f"{stem}_overlay.png")
+        save_png(mask.astype(np.uint8) * 255, out / f"{stem}_mask.png")
+    buf = io.StringIO()
+    fields = ["file", "raw_score", "normalized_score", "decision", "defects", "defect_area", "regions"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_bytes_atomic(out / "predictions.csv", buf.getvalue().encode())
+    return out / "predictions.csv"

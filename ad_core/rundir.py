@@ -1,8 +1,9 @@
 """The folders ad-inspect writes, and the one way they are written: staged, then put in place.
 
 * :class:`RunDir`: seed 002's run directory ``models/<Model>/<CATEGORY>/<YYYYMMDD_HHMMSS>/`` with
-  ``pytorch/`` (the bundle), ``engine/`` (convtrt's output), ``param/``, ``test_result/``, ``logs/``
-  and ``checkpoint/``, and the reader of ``test_result/predictions.csv``.
+  ``pytorch/`` (the bundle), ``engine/`` (convtrt's output), ``param/``, ``test_result/`` and ``logs/``,
+  and the reader of ``test_result/predictions.csv``. (Seed 002's ``checkpoint/best.ckpt`` is not
+  written: it repeated ``pytorch/model.pth``; see README, "Run directory".)
 * The seed's Jetson folder ``models/<Model>/{model.pth, meta.json, memory_bank.npz | stats.npz,
   engine/, retrain/}`` is a bundle folder with its engine and retrain outputs beside it:
   :func:`ad_core.bundle.bundle_dir` reads it, and ``convtrt`` / ``retrain`` write into it.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from ad_core.errors import BundleError
 
-RUN_SUBDIRS = ("pytorch", "checkpoint", "logs", "param", "test_result")
+RUN_SUBDIRS = ("pytorch", "logs", "param", "test_result")
 PREDICTION_FIELDS = ("file", "label", "raw_score", "normalized_score", "prediction")
 STAGING_MODES = ("new", "replace", "merge")
 
@@ -48,7 +49,6 @@ class RunDir:
     param = property(lambda self: self.path / "param", doc="params.yaml and the tuning files")
     test_result = property(lambda self: self.path / "test_result", doc="ad-core test's output")
     logs = property(lambda self: self.path / "logs", doc="history.csv, train.json, loss_curve.png")
-    checkpoint = property(lambda self: self.path / "checkpoint", doc="best.ckpt")
 
     @property
     def trained(self) -> bool:

@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ad_core.bundle import Bundle, bundle_dir, check_meta_numbers, load_bundle, normalize_with, read_meta
+from ad_core.bundle import (
+    Bundle,
+    bundle_dir,
+    check_meta_numbers,
+    load_bundle,
+    normalize_map_with,
+    normalize_with,
+    pixel_threshold_of,
+    read_meta,
+)
 from ad_core.errors import BundleError
 from ad_core.fileio import load_npz, sha256
 from ad_core.graph_io import onnx_metadata
@@ -61,7 +70,7 @@ class ScoreBatch:
     raw_score: np.ndarray
     score: np.ndarray
     is_anomaly: np.ndarray
-    anomaly_map: np.ndarray  # normalised, (B, S, S)
+    anomaly_map: np.ndarray  # normalised with the pixel keys (the image keys without them), (B, S, S)
     raw_map: np.ndarray  # raw, (B, S, S)
 
 
@@ -130,6 +139,15 @@ class Scorer:
         """meta.json's min-max normalisation centred at 0.5."""
         return normalize_with(self.meta, raw)
 
+    def normalize_map(self, raw_map):
+        """Anomaly maps normalised with meta.json's pixel keys (the image keys when it has none)."""
+        return normalize_map_with(self.meta, raw_map)
+
+    @property
+    def pixel_threshold(self) -> float:
+        """The normalised pixel threshold in force by default (meta ``pixel_threshold``, 0.5)."""
+        return pixel_threshold_of(self.meta)
+
     def raw_threshold(self, normalized: float) -> float:
         """The raw score that a normalised threshold corresponds to."""
         m = self.meta
@@ -165,7 +183,7 @@ class Scorer:
         if not isinstance(threshold, Threshold):
             threshold = Threshold(self.image_threshold if threshold is None else float(threshold))
         score = np.atleast_1d(self.normalize(raw))
-        out = ScoreBatch(raw, score, threshold.decide(raw, score), self.normalize(raw_map), raw_map)
+        out = ScoreBatch(raw, score, threshold.decide(raw, score), self.normalize_map(raw_map), raw_map)
         spent = (time.perf_counter() - t0) * 1000.0
         self.timings["maps"] = spent - sum(self.timings.values())  # what is left: map post-processing, normalising
         return out

@@ -23,7 +23,7 @@ import yaml
 from ad_core.bundle import write_bundle
 from ad_core.data.layout import CategoryData, resolve_category
 from ad_core.errors import ConfigError
-from ad_core.fileio import save_torch_atomic, write_bytes_atomic, write_json_atomic
+from ad_core.fileio import write_bytes_atomic, write_json_atomic
 from ad_core.models import AnomalyModel, create_model, get_spec
 from ad_core.options import TrainOptions
 from ad_core.rundir import RUN_SUBDIRS, RunDir, staged
@@ -218,16 +218,6 @@ def _fill_run(job: FitJob, run: RunDir, category: str, tracker) -> dict[str, Any
     if tracker is not None:
         extra["mlflow"] = tracker.reference()
     meta = write_bundle(ad_model, run.pytorch, build_meta(ad_model, category, job.data.data_root, scores, extra))
-    save_torch_atomic(
-        run.checkpoint / "best.ckpt",
-        {
-            "model": ad_model.name,
-            "hparams": dict(ad_model.hparams),
-            "state_dict": ad_model.weights_state(),
-            "history": history,
-            "fit": fit_result,
-        },
-    )
     write_bytes_atomic(run.param / "params.yaml", yaml.safe_dump(dict(ad_model.hparams), sort_keys=False).encode())
     write_bytes_atomic(run.logs / "history.csv", history_csv(history))
     write_json_atomic(run.logs / "train.json", {"fit": fit_result, "validation_scores": scores.tolist()})

@@ -201,19 +201,22 @@ def print_report(r: dict[str, Any]) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``ad-core predict``."""
     from ad_core.bundle import load_bundle
-    from ad_core.predict import predict
-    from ad_core.viz import save_png
+    from ad_core.predict import predict, save_predictions
 
     bundle = load_bundle(args.run, image_size=args.image_size)
-    results, skipped = predict(bundle, args.inputs, args.threshold, args.batch, device=args.device or "auto")
+    results, skipped = predict(
+        bundle, args.inputs, args.threshold, args.batch, device=args.device or "auto",
+        pixel_threshold=args.pixel_threshold,
+    )  # fmt: skip
     thr = bundle.image_threshold if args.threshold is None else args.threshold
     print(f"normalised threshold in force: {thr}  (raw threshold {bundle.meta['image_threshold_auto']:.6g})")
-    print(f"{'file':<50} {'raw_score':>12} {'normalized':>10}  prediction")
+    print(f"{'file':<50} {'raw_score':>12} {'normalized':>10}  prediction  defects")
     for r in results:
-        print(f"{r.file:<50} {r.raw_score:>12.6g} {r.score:>10.4f}  {r.decision}")
-        if args.save_path:
-            save_png(r.overlay(), Path(args.save_path) / f"{Path(r.file).stem}_overlay.png")
+        print(f"{r.file:<50} {r.raw_score:>12.6g} {r.score:>10.4f}  {r.decision:<10}  {len(r.regions())}")
     for name, why in skipped:
         print(f"skipped {name}: {why}", file=sys.stderr)
     print(f"{sum(r.is_anomaly for r in results)} of {len(results)} images anomalous; {len(skipped)} skipped")
+    if not args.no_save:
+        out = Path(args.save_path) if args.save_path else bundle.run_dir / "inference"
+        print(f"results: {save_predictions(results, out)}")
     return 0

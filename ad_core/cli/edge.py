@@ -87,6 +87,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         backend=args.backend,
         out=args.out,
         precision=args.precision,
+        pixel_threshold=args.pixel_threshold,
     )
     print(report.summary())
     return 0

@@ -169,7 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image_size", type=int, default=None, help="refuse to run unless the model was trained at this size"
     )
-    p.add_argument("--save_path", default=None, help="also write heat-map overlays here")
+    p.add_argument(
+        "--pixel_threshold", type=float, default=None, help="normalised pixel threshold 0-1 for the defect regions"
+    )
+    p.add_argument(
+        "--save_path",
+        "--save-path",
+        dest="save_path",
+        default=None,
+        help="where predictions.csv, overlays and masks go (default <run>/inference, as seed 003)",
+    )
+    p.add_argument("--no_save", action="store_true", help="print only; write no files")
     p.add_argument("--batch", type=int, default=8, help="images per batch")
     _device_flags(p, precision=False)
 
@@ -211,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--image_size", type=int, default=None, help="refuse engines built for another size")
     p.add_argument("-t", "--threshold", type=float, default=None, help="raw score threshold (seed -t)")
     p.add_argument("--norm_threshold", type=float, default=None, help="normalised threshold 0-1 instead of -t")
+    p.add_argument(
+        "--pixel_threshold", type=float, default=None, help="normalised pixel threshold 0-1 for the defect regions"
+    )
     p.add_argument("--meta_json", default=None, help="meta.json when it is not beside the engine")
     p.add_argument(
         "--backend", choices=("onnxruntime", "openvino", "tensorrt", "torch"), default=None, help="force a backend"

@@ -34,6 +34,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Bool, Float32, String
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from ad_core.bundle import bundle_dir, model_version, read_meta
 from ad_core.capture import FieldCapture, writable
@@ -52,7 +53,14 @@ from ad_core.fleet import RegistryCache, cached_version_of, convert_once
 from ad_core.inspector import Inspector, StreamStats
 from ad_core.jobs import Job, JobSlot, NewestSlot, lower_thread_priority
 from ad_core.tracking import is_model_uri
-from ad_inspect.messages import copy_header, diagnostics, result_messages
+from ad_inspect.messages import (
+    copy_header,
+    defects_message,
+    diagnostics,
+    mask_message,
+    region_markers,
+    result_messages,
+)
 from ad_inspect.parameters import CAPTURE, PARAMETERS, capture_mode, refusal
 from ad_inspect.subscription_loop import SubscriptionLoop
 
@@ -111,6 +119,8 @@ class InspectionNode(Node):
                 self.inspector.threshold = float(prm.value)
             if self.inspector is not None and prm.name == "roi":
                 self.inspector.roi = list(prm.value)
+            if self.inspector is not None and prm.name == "pixel_threshold":
+                self.inspector.pixel_threshold = float(prm.value)
         changed = {prm.name: capture_mode(prm.value) if prm.name == "capture" else prm.value
                    for prm in params if prm.name in CAPTURE}  # fmt: skip
         if changed:  # the callback runs before the values are set: pass the new ones
@@ -147,6 +157,9 @@ class InspectionNode(Node):
         self._result_pubs = (self.pub_score, self.pub_raw, self.pub_decision, self.pub_result)
         self.pub_map = self.create_publisher(Image, f"{pre}/map", q)
         self.pub_overlay = self.create_publisher(Image, f"{pre}/overlay", q)
+        self.pub_mask = self.create_publisher(Image, f"{pre}/mask", q)
+        self.pub_markers = self.create_publisher(MarkerArray, f"{pre}/regions", q)
+        self.pub_defects = self.create_publisher(String, f"{pre}/defects", q)
         self.pub_status = self.create_publisher(String, "~/status", q)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", q)
 
@@ -213,6 +226,7 @@ class InspectionNode(Node):
             self._param("backend") or None,
             roi=list(self._param("roi")),
             threshold=self._param("threshold"),
+            pixel_threshold=self._param("pixel_threshold"),
             spinning=False,
         )
         self.inspector, self.model_path = inspector, target  # one assignment: the next frame uses the new model
@@ -246,7 +260,7 @@ class InspectionNode(Node):
         t2 = time.perf_counter()
         self.stats.stage("publish_result", (t2 - t1) * 1000.0)
         # rendered on its own thread: the next frame's score never waits for it
-        wants_maps = self._param("publish_map") or self._param("publish_overlay")
+        wants_maps = any(self._param(f"publish_{k}") for k in ("map", "overlay", "mask", "regions"))
         if wants_maps and self._maps.put((result, header)):
             self.stats.maps_skipped += 1
         if self.capture is not None:  # hands the frame over; the capture thread writes it
@@ -267,6 +281,18 @@ class InspectionNode(Node):
                     self.pub_map.publish(float_to_image(result.map_at_image(), header, Image))
                 if self._param("publish_overlay"):
                     self.pub_overlay.publish(rgb_to_image(result.overlay(), header, Image))
+                if self._param("publish_mask"):
+                    self.pub_mask.publish(mask_message(result.mask(), header, Image))
+                if self._param("publish_regions"):
+                    self.pub_defects.publish(defects_message(result, header))
+                    size = (result.offset[0] + result.image.shape[1], result.offset[1] + result.image.shape[0])
+                    if self._frame is not None:
+                        size = (self._frame[0].shape[1], self._frame[0].shape[0])
+                    self.pub_markers.publish(
+                        region_markers(
+                            result, header, size, self._param("marker_depth"), self._param("marker_focal_px")
+                        )
+                    )
             except Exception as exc:  # a failed picture never stops scoring
                 self.stats.last_error = f"map/overlay: {type(exc).__name__}: {exc}"
                 self.get_logger().error(self.stats.last_error)
