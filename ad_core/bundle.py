@@ -154,30 +154,39 @@ def model_version(meta: dict[str, Any]) -> str:
     return " ".join(x for x in (sha[:12], meta.get("created", "")) if x) or "unknown"
 
 
-def save_threshold(path: str | Path, image_threshold: float, by: str | None = None, note: str = "") -> dict[str, Any]:
-    """Set meta.json's normalised ``image_threshold`` atomically and record who set it, when and why.
+def save_threshold(
+    path: str | Path, image_threshold: float, by: str | None = None, note: str = "", key: str = "image_threshold"
+) -> dict[str, Any]:
+    """Set meta.json's normalised ``image_threshold`` (or ``pixel_threshold``) atomically; record who, when, why.
 
     Each change is appended to ``threshold_history`` (value, previous value, raw equivalent, user,
-    time, note), so a deployed threshold can always be traced.
+    time, note), so a deployed threshold can always be traced. The number written is the number given,
+    to full precision.
     """
     import datetime as _dt
     import getpass
 
+    if key not in ("image_threshold", "pixel_threshold"):
+        raise ConfigError(f"threshold key {key!r}: image_threshold or pixel_threshold")
     value = float(image_threshold)
     if not np.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"image_threshold must be a normalised number between 0 and 1, got {image_threshold!r}")
+        raise ConfigError(f"{key} must be a normalised number between 0 and 1, got {image_threshold!r}")
     meta = read_meta(path)
     check_meta_numbers(meta, bundle_dir(path) / "meta.json")
+    if key == "pixel_threshold" and all(k in meta for k in PIXEL_KEYS):
+        raw = denormalize(value, meta["pixel_threshold_auto"], meta["raw_pixel_min"], meta["raw_pixel_max"])
+    else:
+        raw = denormalize(value, meta["image_threshold_auto"], meta["raw_image_min"], meta["raw_image_max"])
     entry = {
-        "image_threshold": value,
-        "previous": meta.get("image_threshold", DEFAULT_NORMALIZED_THRESHOLD),
-        "raw": denormalize(value, meta["image_threshold_auto"], meta["raw_image_min"], meta["raw_image_max"]),
+        key: value,
+        "previous": meta.get(key, DEFAULT_NORMALIZED_THRESHOLD),
+        "raw": raw,
         "by": by or getpass.getuser(),
         "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     if note:
         entry["note"] = note
-    meta["image_threshold"] = value
+    meta[key] = value
     meta["threshold_history"] = [*meta.get("threshold_history", []), entry]
     write_meta(path, meta)
     return meta

@@ -101,9 +101,11 @@ def evaluate(
     progress: bool = True,
     mlflow: str | bool | None = None,
     device: str = "auto",
+    on_progress=None,
 ) -> dict[str, Any]:
     """Test a trained run on ``data/test/<CATEGORY>`` and record the automatic threshold.
 
+    ``on_progress(stage, done, total)``: the scoring's progress (the panels' bars).
     ``device``: where the test images are scored (``auto``: CUDA when PyTorch sees a GPU); always
     in fp32, so the threshold set here is the one the fp32 engine applies.
 
@@ -135,7 +137,9 @@ def evaluate(
     from ad_core.train import cuda_memory_errors
 
     with cuda_memory_errors(bundle.model, batch_size, "testing"):
-        scores, maps = bundle.model.score_paths([s.path for s in samples], batch_size, num_workers, progress, "testing")
+        scores, maps = bundle.model.score_paths(
+            [s.path for s in samples], batch_size, num_workers, progress, "testing", on_progress
+        )
     f1 = best_f1_threshold(labels, scores)
     threshold_raw, raw_min, raw_max = f1["threshold"], float(scores.min()), float(scores.max())
     image_threshold = float(meta.get("image_threshold", 0.5))

@@ -206,7 +206,7 @@ def _fill_run(job: FitJob, run: RunDir, category: str, tracker) -> dict[str, Any
     history = fit_result.pop("history", [])
     calib = job.val or job.train
     scores, _ = ad_model.score_paths(
-        calib, options.batch_size, options.num_workers, options.progress, "validation scores"
+        calib, options.batch_size, options.num_workers, options.progress, "validation scores", options.on_progress
     )
     extra = {
         "train_images": len(job.train),

@@ -222,7 +222,8 @@ def history_figure(values: list[float | None], title: str, ylabel: str):
         other = [x for x, v in zip(xs, values, strict=True) if v is None]
         if other:
             ax.scatter(other, [min(dv)] * len(other), marker="x", color="grey", label="pruned / failed")
-        ax.legend(loc="lower right")
+        # below the axes (tight_layout makes room for it): a legend inside hid a trial's point
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(ylabel)

@@ -179,6 +179,43 @@ def _latency(fn, images: list[np.ndarray], warmup: int = 3) -> float:
     return statistics.median(times)
 
 
+def previous_defaults(model: str) -> dict:
+    """The hyperparameters our defaults had before this change (the params' ``legacy`` values; PaDiM's 100 channels)."""
+    from ad_core.models.registry import get_spec
+    from ad_core.models.spec import NOT_LEGACY
+
+    old = {p.name: p.legacy for p in get_spec(model).params if p.legacy is not NOT_LEGACY}
+    if model == "padim":
+        old["n_features"] = 100
+    return old
+
+
+def latency_against_previous(model: str, data_root: Path, category: str, tmp: Path) -> dict | None:
+    """ms per image of today's defaults and the previous ones, timed in turns on the same images."""
+    from ad_core import train
+    from ad_core.data.images import read_image
+    from ad_core.data.layout import resolve_category
+    from ad_core.runtime import open_scorer
+
+    old = previous_defaults(model)
+    if not old:
+        return None
+    new_run = train(model, category, data_root, tmp / "lat_new", progress=False)
+    old_run = train(model, category, data_root, tmp / "lat_old", progress=False, **old)
+    scorers = {"new": open_scorer(new_run), "previous": open_scorer(old_run)}
+    data = resolve_category(data_root, category, require_test=True)
+    images = [read_image(s.path) for s in data.test[:: max(1, len(data.test) // 25)]][:25]
+    times: dict[str, list[float]] = {k: [] for k in scorers}
+    for i, im in enumerate([*images[:3], *images]):
+        for name, scorer in scorers.items():
+            start = time.perf_counter()
+            scorer([im])
+            if i >= 3:
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    new, prev = statistics.median(times["new"]), statistics.median(times["previous"])
+    return {"new_ms": new, "previous_ms": prev, "ratio": new / prev}
+
+
 # -- anomalib ------------------------------------------------------------------------------------------
 def _anomalib_model(model: str):
     from anomalib.models.image.padim.torch_model import PadimModel
@@ -320,6 +357,7 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="recompute anomalib's cached results")
     ap.add_argument("--no_anomalib", action="store_true", help="ours only (cached anomalib rows still shown)")
     ap.add_argument("--proxy", action="store_true", help="also rank configurations by the proxy (slow)")
+    ap.add_argument("--latency_only", action="store_true", help="only time today's defaults against the previous ones")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data_root = Path(args.data_root)
@@ -331,6 +369,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_quality_") as tmp:
         for label, full_root, full_category in sets:
             root, category = capped(label, full_root, full_category, args.max_train, Path(tmp))
+            if args.latency_only:
+                for model in args.models:
+                    lat = latency_against_previous(model, root, category, Path(tmp))
+                    if lat is not None:
+                        print(
+                            f"| {label} | {model} | {lat['previous_ms']:.1f} | {lat['new_ms']:.1f} | {lat['ratio']:.2f}x |"
+                        )
+                continue
             for model in args.models:
                 ours = run_ours(model, root, category, Path(tmp))
                 key = _key(model, root, category, args.anomalib_coreset)

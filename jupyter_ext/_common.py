@@ -18,6 +18,7 @@ from ad_core.models.registry import Param
 
 __all__ = [
     "Job",
+    "ParamField",
     "Status",
     "card",
     "device_selector",
@@ -25,6 +26,7 @@ __all__ = [
     "param_widget",
     "png_bytes",
     "read_param",
+    "show_png",
     "thumbnail",
     "write_param",
 ]
@@ -112,54 +114,97 @@ def device_selector(description: str = "device") -> w.Dropdown:
     return dropdown
 
 
-def param_widget(p: Param) -> w.Widget:
-    """A form field for a registry parameter: default, range and help text come from the registry."""
-    common = {"description": p.name, "style": STYLE, "description_allow_html": False}
-    tip = f"{p.help} (default {p.default})"
-    if p.choices is not None and not p.multiple:
-        widget = w.Dropdown(options=list(p.choices), value=p.default, **common)
-    elif p.multiple:
-        default = "" if p.default is None else ", ".join(map(str, p.default))
-        widget = w.Text(value=default, placeholder="model default" if p.default is None else "", **common)
-    elif p.type in (int, float) and p.default is None:  # "as many as there are" (PaDiM's n_features)
-        widget = w.Text(value="", placeholder="model default", **common)
-    elif p.type is int:
-        widget = w.BoundedIntText(
-            value=p.default,
-            min=int(p.low if p.low is not None else -(2**31)),
-            max=int(p.high if p.high is not None else 2**31 - 1),
-            **common,
+class ParamField(w.VBox):
+    """One hyperparameter in a form: the input, never clamped; the allowed values and help under it; an error beside it.
+
+    A browser's number box clamps what is typed into its bounds without a word (-5 became 32); this
+    field keeps what the person typed and says next to it what is wrong and what is allowed.
+    """
+
+    def __init__(self, p: Param) -> None:
+        self.param = p
+        common = {"description": p.name, "style": STYLE, "description_allow_html": False}
+        if p.choices is not None and not p.multiple:
+            self.input = w.Dropdown(options=list(p.choices), value=p.default, **common, layout=w.Layout(width="420px"))
+        else:
+            self.input = w.Text(
+                value=_text(p, p.default), placeholder="model default" if p.default is None else "",
+                continuous_update=False, layout=w.Layout(width="420px"), **common,
+            )  # fmt: skip
+        self.input.tooltip = f"{p.help} (default {p.default})"
+        rule = f"; allowed: {p.rule}" if p.rule and p.choices is None else ""
+        self.note = w.HTML(
+            f"<small style='color:#57606a'>{html.escape(p.help)}{html.escape(rule)}</small>",
+            layout=w.Layout(margin="0 0 4px 156px"),
         )
-    elif p.type is float:
-        widget = w.BoundedFloatText(
-            value=p.default,
-            min=p.low if p.low is not None else -1e30,
-            max=p.high if p.high is not None else 1e30,
-            step=None,
-            **common,
-        )
-    else:
-        widget = w.Text(value="" if p.default is None else str(p.default), placeholder="none", **common)
-    widget.tooltip = tip
-    return widget
+        self.error = w.HTML(layout=w.Layout(margin="0 0 0 8px"))
+        super().__init__([w.HBox([self.input, self.error]), self.note])
+        self.input.observe(lambda _: self.check(), names="value")
+
+    def read(self) -> Any:
+        """The validated value (None for an empty optional field); raises :class:`ConfigError` and shows it."""
+        from ad_core.errors import ConfigError
+
+        value = self.input.value
+        try:
+            out = None if isinstance(value, str) and not value.strip() else self.param.validate(value)
+        except ConfigError as exc:
+            self.error.value = f"<span style='color:#cf222e'>&#10008; {html.escape(str(exc))}</span>"
+            raise
+        self.error.value = ""
+        return out
+
+    def check(self) -> bool:
+        """Validate now (as the person types); True when the value is allowed."""
+        from ad_core.errors import ConfigError
+
+        try:
+            self.read()
+        except ConfigError:
+            return False
+        return True
+
+    def write(self, value: Any) -> None:
+        """Show ``value``."""
+        self.input.value = value if isinstance(self.input, w.Dropdown) else _text(self.param, value)
+
+    @property
+    def value(self) -> Any:
+        """The raw input (tests set it as a person types)."""
+        return self.input.value
+
+    @value.setter
+    def value(self, v: Any) -> None:
+        self.input.value = v if isinstance(self.input, w.Dropdown) else ("" if v is None else str(v))
 
 
-def read_param(p: Param, widget: w.Widget) -> Any:
-    """The value of a form field, validated by the registry (None for an empty optional field)."""
-    value = widget.value
-    if isinstance(value, str) and not value.strip():
-        return None
-    return p.validate(value)
-
-
-def write_param(p: Param, widget: w.Widget, value: Any) -> None:
-    """Show ``value`` in a form field."""
+def _text(p: Param, value: Any) -> str:
+    if value is None:
+        return ""
     if p.multiple:
-        widget.value = "" if value is None else ", ".join(map(str, value))
-    elif isinstance(widget, w.Text):
-        widget.value = "" if value is None else str(value)
-    else:
-        widget.value = value
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+def param_widget(p: Param) -> ParamField:
+    """A form field for a registry parameter: default, rule and help text come from the registry."""
+    return ParamField(p)
+
+
+def read_param(p: Param, field: ParamField) -> Any:
+    """The value of a form field, validated by the registry (None for an empty optional field)."""
+    return field.read()
+
+
+def write_param(p: Param, field: ParamField, value: Any) -> None:
+    """Show ``value`` in a form field."""
+    field.write(value)
+
+
+def show_png(image: w.Image, png: bytes | None) -> None:
+    """Show a picture, or hide the widget when there is none (an empty Image draws a broken-image icon)."""
+    image.value = png or b""
+    image.layout.display = None if png else "none"
 
 
 def file_link(path: Path, label: str | None = None) -> str:

@@ -15,8 +15,17 @@ from jupyter_ext._common import LAYOUT_WIDE, STYLE, Status, card, thumbnail
 class DataPanel(w.VBox):
     """Pick ``data_root`` and a category; counts of train / test normal / test anomaly and thumbnails."""
 
-    def __init__(self, data_root: str | Path = "data", category: str | None = None, n_thumbs: int = 4) -> None:
+    def __init__(
+        self,
+        data_root: str | Path = "data",
+        category: str | None = None,
+        n_thumbs: int = 4,
+        models_root: str | Path = "models",
+    ) -> None:
         self.root = w.Text(value=str(data_root), description="data root", style=STYLE, layout=LAYOUT_WIDE)
+        self.models_root = w.Text(
+            value=str(models_root), description="models root", style=STYLE, layout=LAYOUT_WIDE, continuous_update=False
+        )
         self.category = w.Dropdown(options=[], description="category", style=STYLE)
         self.refresh = w.Button(description="Refresh", icon="refresh")
         self.counts = w.HTML()
@@ -25,7 +34,10 @@ class DataPanel(w.VBox):
         self.n_thumbs = n_thumbs
         self.data = None
         self._listeners: list[Callable[[str, str], None]] = []
-        super().__init__([w.HBox([self.root, self.refresh]), self.category, self.counts, self.status, self.grid])
+        self._error_listeners: list[Callable[[str], None]] = []
+        super().__init__(
+            [w.HBox([self.root, self.refresh]), self.models_root, self.category, self.counts, self.status, self.grid]
+        )
         self.refresh.on_click(lambda _: self.scan())
         self.root.observe(lambda _: self.scan(), names="value")
         self.category.observe(lambda _: self.show(), names="value")
@@ -35,19 +47,28 @@ class DataPanel(w.VBox):
         """Call ``callback(data_root, category)`` whenever a valid category is shown."""
         self._listeners.append(callback)
 
+    def on_error(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(message)`` when the chosen root or category cannot be used (Train then trains nothing)."""
+        self._error_listeners.append(callback)
+
+    def _failed(self, message: str) -> None:
+        self.status.error(message)
+        for listener in self._error_listeners:
+            listener(message)
+
     def scan(self, prefer: str | None = None) -> None:
         """List the categories under the data root."""
         root = Path(self.root.value).expanduser()
         if not root.is_dir():
             self.category.options = []
             self._clear()
-            self.status.error(f"data root {root} does not exist; expected a folder with train/<CATEGORY>/ in it")
+            self._failed(f"data root {root} does not exist; expected a folder with train/<CATEGORY>/ in it")
             return
         found = available_categories(root)
         if not found:
             self.category.options = []
             self._clear()
-            self.status.error(
+            self._failed(
                 f"{root} holds no category: expected {root}/train/<CATEGORY>/ (seed layout) or "
                 f"{root}/<category>/train/good/ (MVTec layout). `ad-core data sample` builds a sample."
             )
@@ -70,7 +91,7 @@ class DataPanel(w.VBox):
             data = resolve_category(self.root.value, self.category.value)
         except ADCoreError as exc:
             self._clear()
-            self.status.error(exc)
+            self._failed(str(exc))
             return
         self.data = data
         c = data.counts()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import tarfile
 import tempfile
@@ -50,11 +51,15 @@ class ExportPanel(w.VBox):
             style=STYLE,
             layout=LAYOUT_WIDE,
         )
-        self.fp16 = w.Checkbox(value=False, description="TensorRT FP16 (where TensorRT exists)")
+        self.fp16 = w.Checkbox(
+            value=False, description="TensorRT FP16 (where TensorRT exists)", indent=False,
+            layout=w.Layout(width="auto"),
+        )  # fmt: skip
         self.device = device_selector("check on")
-        self.package_button = w.Button(description="Package for Jetson", icon="archive")
-        self.export_button = w.Button(description="Export ONNX", button_style="primary", icon="cogs")
-        self.check_button = w.Button(description="Quick check", icon="check")
+        auto = w.Layout(width="auto")
+        self.package_button = w.Button(description="Package for Jetson", icon="archive", layout=auto)
+        self.export_button = w.Button(description="Export ONNX", button_style="primary", icon="cogs", layout=auto)
+        self.check_button = w.Button(description="Quick check", icon="check", layout=auto)
         self.status = Status()
         self.output = w.HTML()
         self.job = None
@@ -137,7 +142,7 @@ class ExportPanel(w.VBox):
 
         def done(report) -> None:
             self.report = report
-            self.output.value = f"<pre>{report.summary()}</pre>"
+            self.output.value = f"<pre style='white-space:pre-wrap'>{html.escape(report.summary())}</pre>"
             self.status.ok(f"checked {len(report.rows)} images")
 
         return self._start("checking", work, done)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,18 +11,25 @@ from typing import Any
 import ipywidgets as w
 
 from ad_core.models import get_spec, list_models
+from ad_core.models.spec import Param
 from ad_core.rundir import RunDir
 from jupyter_ext._common import (
     STYLE,
     Job,
+    ParamField,
     Status,
     device_selector,
     file_link,
     param_widget,
     png_bytes,
     read_param,
+    show_png,
     write_param,
 )
+
+EPOCHS = Param("epochs", int, None, "maximum epochs for trained models (EfficientAD, VAE); empty: the model's", low=1,
+               high=100000)  # fmt: skip
+SEED = Param("seed", int, 0, "random seed of the split, the sampling and the training", low=0, high=2**31 - 1)
 
 
 class TrainPanel(w.VBox):
@@ -39,14 +47,15 @@ class TrainPanel(w.VBox):
         self.description = w.HTML()
         self.form = w.VBox()
         self.fields: dict[str, tuple[Any, w.Widget]] = {}
-        self.epochs = w.BoundedIntText(value=0, min=0, max=100000, description="epochs (0: default)", style=STYLE)
-        self.seed = w.BoundedIntText(value=0, min=0, max=2**31 - 1, description="seed", style=STYLE)
-        self.test_after = w.Checkbox(value=True, description="test after training")
+        self.epochs = ParamField(EPOCHS)
+        self.seed = ParamField(SEED)
+        self.test_after = w.Checkbox(value=True, description="test after training", indent=False)
         self.device = device_selector()
         self.start = w.Button(description="Start", button_style="primary", icon="play")
         self.stop = w.Button(description="Stop", icon="stop", disabled=True)
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="idle", style=STYLE)
-        self.plot = w.Image(format="png", layout=w.Layout(max_width="560px"))
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="260px"))
+        self.stage = w.HTML("idle")
+        self.plot = w.Image(format="png", layout=w.Layout(max_width="560px", display="none"))
         self.status = Status()
         self.results = w.HTML()
         self.job: Job | None = None
@@ -60,9 +69,11 @@ class TrainPanel(w.VBox):
                 self.model,
                 self.description,
                 self.form,
-                w.HBox([self.epochs, self.seed, self.test_after]),
+                self.epochs,
+                self.seed,
+                self.test_after,
                 self.device,
-                w.HBox([self.start, self.stop, self.progress]),
+                w.HBox([self.start, self.stop, self.progress, self.stage]),
                 self.status,
                 self.plot,
                 self.results,
@@ -71,13 +82,38 @@ class TrainPanel(w.VBox):
         self.model.observe(lambda _: self._build_form(), names="value")
         self.start.on_click(lambda _: self.begin())
         self.stop.on_click(lambda _: self.job and self.job.stop())
+        for field in (self.epochs, self.seed):
+            field.input.observe(lambda _: self.clear_results(), names="value")
+        self.data_error = ""
         self._build_form()
 
     # -- wiring ------------------------------------------------------------------------------------
-    def set_data(self, data_root: str, category: str) -> None:
+    def set_data(self, data_root: str, category: str, models_root: str | None = None) -> None:
         """Train on this data root and category (the Data panel calls this)."""
-        self.data_root, self.category_name = data_root, category
+        changed = (data_root, category) != (self.data_root, self.category_name)
+        self.data_root, self.category_name, self.data_error = data_root, category, ""
+        if models_root:
+            self.models_root = str(models_root)
+        self.start.disabled = False
+        if changed:
+            self.clear_results()
         self._describe()
+
+    def data_failed(self, message: str) -> None:
+        """The Data tab's last choice failed: say so, and train nothing until a valid category is chosen."""
+        self.data_error, self.category_name = message, ""
+        self.start.disabled = True
+        self.clear_results()
+        self._describe()
+
+    def clear_results(self) -> None:
+        """Results belong to the inputs that produced them: forget them when an input changes."""
+        if self.job is not None and self.job.running:
+            return
+        self.results.value = ""
+        show_png(self.plot, None)
+        if self.progress.bar_style in ("success", "danger", "warning"):
+            self.progress.value, self.progress.bar_style, self.stage.value = 0, "", "idle"
 
     def on_trained(self, callback: Callable[[Path, dict | None], None]) -> None:
         """Call ``callback(run_dir, test_report)`` after a successful training."""
@@ -98,31 +134,51 @@ class TrainPanel(w.VBox):
                 p, widget = self.fields[name]
                 write_param(p, widget, value)
         train = train or {}
-        self.epochs.value = train.get("epochs") or 0
-        self.seed.value = train.get("seed", 0) or 0
+        self.epochs.write(train.get("epochs"))
+        self.seed.write(train.get("seed", 0) or 0)
 
     def _build_form(self) -> None:
         spec = get_spec(self.model.value)
         self.fields = {p.name: (p, param_widget(p)) for p in spec.all_params()}
-        rows = []
-        for p, widget in self.fields.values():
-            rows.append(w.HBox([widget, w.HTML(f"<small style='color:#57606a'>{p.help}</small>")]))
-        self.form.children = rows
-        self.epochs.disabled = not spec.trained
+        for _, field in self.fields.values():
+            field.input.observe(lambda _: self.clear_results(), names="value")
+        self.form.children = [field for _, field in self.fields.values()]
+        self.epochs.input.disabled = not spec.trained
+        self.clear_results()
         self._describe()
 
     def _describe(self) -> None:
         spec = get_spec(self.model.value)
+        if self.data_error:
+            self.description.value = (
+                f"<i>{html.escape(spec.description)}</i><br><span style='color:#cf222e'>&#10008; the Data tab's choice "
+                f"failed ({html.escape(self.data_error)}): choose a valid category there; nothing is trained until then"
+                "</span>"
+            )
+            return
         where = f"{self.category_name or '(choose a category in Data)'} in {self.data_root}"
-        self.description.value = f"<i>{spec.description}</i><br>training on <b>{where}</b>"
+        self.description.value = f"<i>{html.escape(spec.description)}</i><br>training on <b>{html.escape(where)}</b>"
 
     def hparams(self) -> dict[str, Any]:
-        """The form's hyperparameters, validated by the registry."""
-        out = {}
+        """The form's hyperparameters, validated by the registry; every bad field is marked, the first raised."""
+        from ad_core.errors import ConfigError
+
+        out, first = {}, None
         for name, (p, widget) in self.fields.items():
-            value = read_param(p, widget)
+            try:
+                value = read_param(p, widget)
+            except ConfigError as exc:
+                first = first or exc
+                continue
             if value is not None:
                 out[name] = value
+        for field in (self.epochs, self.seed):
+            try:
+                field.read()
+            except ConfigError as exc:
+                first = first or exc
+        if first is not None:
+            raise ConfigError(f"fix the marked field(s) first: {first}")
         return out
 
     # -- work --------------------------------------------------------------------------------------
@@ -133,17 +189,20 @@ class TrainPanel(w.VBox):
             return None
         try:
             hparams = self.hparams()
+            if self.data_error:
+                raise ValueError(f"the Data tab's choice failed ({self.data_error}): choose a valid category there")
             if not self.category_name:
                 raise ValueError("choose a category in the Data tab first")
         except Exception as exc:
             self.status.error(exc)
             return None
-        model, spec = self.model.value, get_spec(self.model.value)
-        epochs = self.epochs.value or None
-        self.history, self.report, self.results.value, self.plot.value = [], None, "", b""
-        self.progress.value, self.progress.max = 0, (epochs or 1) if spec.trained else 1
-        self.progress.description = "training"
-        self.progress.bar_style = "info"
+        model = self.model.value
+        epochs = self.epochs.read()
+        seed = self.seed.read() or 0
+        self.history, self.report, self.results.value = [], None, ""
+        show_png(self.plot, None)
+        self.progress.value, self.progress.max, self.progress.bar_style = 0, 1, "info"
+        self.stage.value = "starting"
         self.status.info(f"training {model} on {self.category_name} ...")
         self._busy(True)
 
@@ -158,10 +217,11 @@ class TrainPanel(w.VBox):
                 self.category_name,
                 self.data_root,
                 self.models_root,
-                seed=self.seed.value,
+                seed=seed,
                 epochs=epochs,
                 progress=False,
                 on_epoch=self._epoch,
+                on_progress=self._progress,
                 stop=stop,
                 run_dir=target,
                 device=device,
@@ -171,7 +231,7 @@ class TrainPanel(w.VBox):
             report = None
             if self.test_after.value:
                 self.status.info("testing ...")
-                report = evaluate(run, progress=False, device=device)
+                report = evaluate(run, progress=False, device=device, on_progress=self._progress)
             return run, report
 
         self.job = Job(work, self._done, self._failed).start()
@@ -180,21 +240,25 @@ class TrainPanel(w.VBox):
     def _busy(self, busy: bool) -> None:
         self.start.disabled, self.stop.disabled, self.model.disabled = busy, not busy, busy
 
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        """A step of a long stage (distillation, an epoch, features, coreset, testing): the bar and its label."""
+        with self.progress.hold_sync():
+            self.progress.max = max(1, int(total))
+            self.progress.value = min(int(done), self.progress.max)
+        self.stage.value = html.escape(f"{stage} {done}/{total}")
+
     def _epoch(self, row: dict) -> None:
         from ad_core.viz import loss_figure
 
         self.history.append(row)
-        if row["epoch"] > self.progress.max:
-            self.progress.max = row["epoch"]
-        self.progress.value = row["epoch"]
         self.status.info(f"epoch {row['epoch']}: loss {row['loss']:.4g}, validation {row['val_loss']:.4g}")
-        self.plot.value = png_bytes(loss_figure(self.history, f"{self.model.value}: training"))
+        show_png(self.plot, png_bytes(loss_figure(self.history, f"{self.model.value}: training")))
 
     def _done(self, result) -> None:
         run, report = result
         self.report = report
         self._busy(False)
-        self.progress.value, self.progress.bar_style, self.progress.description = self.progress.max, "success", "done"
+        self.progress.value, self.progress.bar_style, self.stage.value = self.progress.max, "success", "done"
         if report is not None:
             self.results.value = (
                 f"<table><tr><td>image AUROC</td><td><b>{report['image_auroc']:.4f}</b></td></tr>"
@@ -212,6 +276,11 @@ class TrainPanel(w.VBox):
             listener(run, report)
 
     def _failed(self, exc: BaseException) -> None:
+        from ad_core.errors import TrainingStopped
+
         self._busy(False)
-        self.progress.bar_style, self.progress.description = "danger", "failed"
+        stopped = isinstance(exc, TrainingStopped)
+        self.progress.bar_style = "warning" if stopped else "danger"
+        self.stage.value = "stopped" if stopped else "failed"
+        self.results.value = ""  # no old result under a new error
         self.status.error(exc)

@@ -11,10 +11,18 @@ from typing import Any
 import ipywidgets as w
 import yaml
 
-from ad_core.models import list_models
+from ad_core.models import get_spec, list_models
+from ad_core.models.spec import Param
 from ad_core.rundir import RunDir
 from ad_core.tune import METRICS, default_search_space
-from jupyter_ext._common import STYLE, Job, Status, device_selector, file_link, png_bytes
+from jupyter_ext._common import STYLE, Job, ParamField, Status, device_selector, file_link, png_bytes, show_png
+from jupyter_ext.train import EPOCHS
+
+TRIALS = Param("trials", int, 10, "finished trials the study should hold", low=1, high=10000)
+
+
+def _size_param(model: str) -> Param:
+    return next(p for p in get_spec(model).all_params() if p.name == "image_size")
 
 
 class TunePanel(w.VBox):
@@ -30,36 +38,48 @@ class TunePanel(w.VBox):
     ) -> None:
         self.data_root, self.category_name, self.models_root = str(data_root), category, str(models_root)
         self.model = w.Dropdown(options=list_models(), value=model, description="model", style=STYLE)
-        self.image_size = w.BoundedIntText(value=image_size, min=32, max=1024, description="image_size", style=STYLE)
-        self.space = w.Textarea(layout=w.Layout(width="640px", height="180px"), description="search space", style=STYLE)
-        self.trials = w.BoundedIntText(value=10, min=1, max=10000, description="trials", style=STYLE)
+        self.image_size = ParamField(_size_param(model))
+        self.image_size.write(image_size)
+        self.space = w.Textarea(layout=w.Layout(width="600px", height="180px"), description="search space", style=STYLE)
+        self.trials = ParamField(TRIALS)
         self.device = device_selector()
-        self.epochs = w.BoundedIntText(value=0, min=0, max=100000, description="epochs (0: default)", style=STYLE)
-        self.metric = w.Dropdown(options=list(METRICS), value="auroc", description="objective", style=STYLE)
+        self.epochs = ParamField(EPOCHS)
+        self.metric = w.Dropdown(options=list(METRICS), value="auroc", description="metric", style=STYLE)
+        self.objective = w.Dropdown(
+            options=[("the labelled test split", "test"), ("proxy: held-out normals + synthetic defects", "proxy")],
+            value="test", description="score trials on", style=STYLE, layout=w.Layout(width="480px"),
+        )  # fmt: skip
         self.study = w.Text(value="", placeholder="<model>-<category>", description="study name", style=STYLE)
         self.start = w.Button(description="Start", button_style="primary", icon="play")
         self.stop = w.Button(description="Stop", icon="stop", disabled=True)
         self.train_best = w.Button(description="Train with best", icon="arrow-right", disabled=True)
         self.status = Status()
-        self.table = w.HTML()
-        self.plot = w.Image(format="png", layout=w.Layout(max_width="560px"))
+        self.table = w.HTML(layout=w.Layout(max_height="320px", overflow="auto", width="100%"))
+        self.plot = w.Image(format="png", layout=w.Layout(max_width="560px", display="none"))
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="260px"))
+        self.stage = w.HTML("idle")
         self.job: Job | None = None
+        self.wanted = 10
         self.result = None
         self.rows: list[dict[str, Any]] = []
         self._best_listeners: list[Callable[[str, dict, dict, Path], None]] = []
         super().__init__(
             [
-                w.HBox([self.model, self.image_size]),
+                self.model,
+                self.image_size,
                 self.space,
-                w.HBox([self.trials, self.epochs]),
+                self.trials,
+                self.epochs,
                 self.device,
+                self.objective,
                 w.HBox([self.metric, self.study]),
-                w.HBox([self.start, self.stop, self.train_best]),
+                w.HBox([self.start, self.stop, self.train_best, self.progress, self.stage]),
                 self.status,
-                w.HBox([self.plot, self.table]),
+                self.plot,
+                self.table,
             ]
         )
-        self.model.observe(lambda _: self.reset_space(), names="value")
+        self.model.observe(lambda _: self._model_changed(), names="value")
         self.start.on_click(lambda _: self.begin())
         self.stop.on_click(lambda _: self.job and self.job.stop())
         self.train_best.on_click(lambda _: self._hand_over())
@@ -72,6 +92,14 @@ class TunePanel(w.VBox):
     def on_train_best(self, callback: Callable[[str, dict, dict, Path], None]) -> None:
         """Call ``callback(model, best_params, train_options, run_dir)`` when "Train with best" is clicked."""
         self._best_listeners.append(callback)
+
+    def _model_changed(self) -> None:
+        size = self.image_size.input.value
+        self.image_size.param = _size_param(self.model.value)  # EfficientAD's own rule
+        self.image_size.note.value = f"<small style='color:#57606a'>allowed: {self.image_size.param.rule}</small>"
+        self.image_size.input.value = size
+        self.image_size.check()
+        self.reset_space()
 
     def reset_space(self) -> None:
         """Fill the editor with the model's default search space (seed 001 table, offline backbones)."""
@@ -87,16 +115,21 @@ class TunePanel(w.VBox):
             return None
         try:
             space = yaml.safe_load(self.space.value) or {}
+            trials, epochs, image_size = self.trials.read(), self.epochs.read(), self.image_size.read()
             if not self.category_name:
                 raise ValueError("choose a category in the Data tab first")
         except Exception as exc:
             self.status.error(f"search space: not valid YAML ({exc})" if isinstance(exc, yaml.YAMLError) else exc)
             return None
-        self.rows, self.result, self.table.value, self.plot.value = [], None, "", b""
+        self.rows, self.result, self.table.value = [], None, ""
+        show_png(self.plot, None)
+        self.progress.value, self.progress.max, self.progress.bar_style = 0, trials, "info"
+        self.stage.value = f"trial 0/{trials}"
+        self.wanted = trials
         self.train_best.disabled = True
         self._busy(True)
         self.status.info(f"tuning {self.model.value} on {self.category_name} ...")
-        model, metric, device = self.model.value, self.metric.value, self.device.value
+        model, metric, device, objective = self.model.value, self.metric.value, self.device.value, self.objective.value
 
         def work(stop: threading.Event):
             return tune(
@@ -104,16 +137,17 @@ class TunePanel(w.VBox):
                 self.category_name,
                 self.data_root,
                 self.models_root,
-                trials=self.trials.value,
+                trials=trials,
                 search_space=space,
                 study=self.study.value or None,
                 metric=metric,
-                epochs=self.epochs.value or None,
+                objective=objective,
+                epochs=epochs,
                 stop=stop,
                 progress=False,
                 on_trial=self._trial,
                 device=device,
-                image_size=self.image_size.value,
+                image_size=image_size,
             )
 
         self.job = Job(work, self._done, self._failed).start()
@@ -131,15 +165,19 @@ class TunePanel(w.VBox):
             if t.state.name != "RUNNING"
         ]
         done = len([r for r in self.rows if r["state"] in ("complete", "pruned")])
-        self.status.info(f"{done} of {self.trials.value} trials finished ...")
+        self.status.info(f"{done} of {self.wanted} trials finished ...")
+        self.progress.value = min(done, self.progress.max)
+        self.stage.value = f"trial {done}/{self.wanted}"
         values = [r["value"] if r["state"] == "complete" else None for r in self.rows]
-        fig = history_figure(values, "optimisation history", f"test {self.metric.value.upper()}")
-        self.plot.value = png_bytes(fig)
+        what = "proxy" if self.objective.value == "proxy" else "test"
+        fig = history_figure(values, "optimisation history", f"{what} {self.metric.value.upper()}")
+        show_png(self.plot, png_bytes(fig))
         self.table.value = _table(self.rows)
 
     def _done(self, result) -> None:
         self.result = result
         self._busy(False)
+        self.progress.bar_style, self.stage.value = "success", "done"
         if result.best_params is None:
             self.status.error("no trial finished: nothing to train yet")
             return
@@ -151,13 +189,17 @@ class TunePanel(w.VBox):
         )
 
     def _failed(self, exc: BaseException) -> None:
+        from ad_core.errors import TrainingStopped
+
         self._busy(False)
+        stopped = isinstance(exc, TrainingStopped)
+        self.progress.bar_style, self.stage.value = ("warning", "stopped") if stopped else ("danger", "failed")
         self.status.error(exc)
 
     def _hand_over(self) -> None:
         if self.result is None or self.result.best_params is None:
             return
-        train = {"epochs": self.epochs.value or None, "seed": 0}
+        train = {"epochs": self.epochs.read(), "seed": 0}
         for listener in self._best_listeners:
             listener(self.model.value, dict(self.result.best_params), train, self.result.run_dir)
 
@@ -178,4 +220,5 @@ def _table(rows: list[dict[str, Any]]) -> str:
                 else f"<td>{html.escape(str(v if v is not None else ''))}</td>"
             )
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table style='font-size:90%'><tr>{head}</tr>{''.join(body)}</table>"
+    style = "font-size:85%;border-collapse:collapse;table-layout:auto;word-break:break-word"
+    return f"<table style='{style}'><tr>{head}</tr>{''.join(body)}</table>"

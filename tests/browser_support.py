@@ -26,6 +26,11 @@ def free_port() -> int:
 def jupyterlab(sample_root: Path, root: Path):
     """JupyterLab serving ``root`` (with a copy of the sample data in ``root/data``); yields its URL."""
     shutil.copytree(sample_root, root / "data")
+    # no "get Jupyter news?" toast over the panels (a person answers it once; a test never does)
+    settings = root.parent / f"{root.name}_lab_settings"
+    toast = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    toast.parent.mkdir(parents=True, exist_ok=True)
+    toast.write_text('{"fetchNews": "false", "checkForUpdates": false}')
     port = free_port()
     log = open(root / "jupyterlab.log", "w")  # noqa: SIM115 - closed after the server stops
     proc = subprocess.Popen(
@@ -40,6 +45,7 @@ def jupyterlab(sample_root: Path, root: Path):
             "--IdentityProvider.token=",
             "--ServerApp.password=",
             "--allow-root",
+            f"--LabApp.user_settings_dir={settings}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -96,3 +102,19 @@ def open_and_run(page, url: str, notebook: str, timeout: float = 180_000) -> Non
     page.locator("text=/\\| Idle/").first.wait_for(timeout=timeout)  # the status bar: kernel started
     page.locator('.lm-MenuBar-itemLabel:text-is("Run")').click()
     page.locator('.lm-Menu-itemLabel:text-is("Run All Cells")').click()
+
+
+LAYOUT_CHECK = """() => {
+  const out = [...document.querySelectorAll('.jp-OutputArea-output')].filter(e => e.offsetParent !== null);
+  const broken = [...document.querySelectorAll('.jp-OutputArea-output img')]
+    .filter(i => i.offsetParent !== null && (!i.complete || i.naturalWidth === 0)).map(i => i.outerHTML.slice(0, 120));
+  const wide = out.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => `${e.scrollWidth} > ${e.clientWidth}`);
+  const cut = [...document.querySelectorAll('.jp-OutputArea-output .widget-label, .jp-OutputArea-output button')]
+    .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1).map(e => e.textContent.trim());
+  return {broken, wide, cut};
+}"""
+
+
+def layout_problems(page) -> dict:
+    """Broken pictures (naturalWidth 0), outputs wider than their box, labels and buttons cut off."""
+    return page.evaluate(LAYOUT_CHECK)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +67,13 @@ def test_extending_an_existing_bank_continues_the_greedy():
     assert not set(picked.tolist()) & set(range(len(x), len(x) + 5))
     with pytest.raises(ValueError, match="do not match rows of width"):
         k_center_greedy(x, 5, existing=torch.randn(3, 7))
+
+
+def test_chunked_greedy_with_progress_picks_the_same_points():
+    """The panels' progress bar splits the greedy into chunks; the picks must not change."""
+    x = torch.from_numpy(np.random.default_rng(3).standard_normal((3000, 40)).astype(np.float32))
+    seen = []
+    whole = k_center_greedy(x, 300, seed=1)
+    chunked = k_center_greedy(x, 300, seed=1, progress=lambda done, total: seen.append((done, total)))
+    assert torch.equal(whole, chunked)
+    assert seen[-1] == (300, 300) and len(seen) == 50 and all(a < b for (a, _), (b, _) in itertools.pairwise(seen))

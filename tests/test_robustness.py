@@ -70,7 +70,7 @@ def test_existing_run_is_never_overwritten(tmp_path):
 
 
 def test_bad_hyperparameters_fail_before_any_work(tmp_path, sample_root):
-    with pytest.raises(ConfigError, match=r"coreset_ratio: 5\.0 is above the maximum"):
+    with pytest.raises(ConfigError, match=r"coreset_ratio: 5\.0 is outside the allowed range \(0\.0001 to 1\)"):
         train("patchcore", "Sample_brick", sample_root, tmp_path, coreset_ratio=5)
     with pytest.raises(ConfigError, match=r"layers: .*layer9"):
         train("padim", "Sample_brick", sample_root, tmp_path, layers=["layer9"])

@@ -263,7 +263,7 @@ def test_bad_search_space_and_storage_are_refused_before_any_file(sample_root, t
     cases = {
         "foo: 3\n": "no hyperparameter 'foo'",
         "backbone: {choices: [tf_efficientnet_lite0, resnet18]}\n": "backbone resnet18: no ImageNet weights available offline",
-        "coreset_ratio: {low: 0.0, high: 0.5}\n": "coreset_ratio: 0.0 is below the minimum",
+        "coreset_ratio: {low: 0.0, high: 0.5}\n": "coreset_ratio: 0.0 is outside the allowed range",
         "n_features: {low: 64, high: 32}\n": "low 64 is above high 32",
         "layers: {choices: [[layer9]]}\n": "not in backbone tf_efficientnet_lite0",
         "n_features: [oops\n": "not valid YAML",

@@ -136,15 +136,23 @@ class AnomalyModel(ABC):
         num_workers: int = 0,
         progress: bool = False,
         desc: str = "scoring",
+        on_progress: Callable[[str, int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw scores ``(N,)`` and raw anomaly maps ``(N, S, S)`` for image files, on the deployed scoring path."""
+        """Raw scores ``(N,)`` and raw anomaly maps ``(N, S, S)`` for image files, on the deployed scoring path.
+
+        ``on_progress(desc, images done, images)`` after each batch (the panels' bars).
+        """
         loader = make_loader(ImageDataset(paths, self.preprocess), batch_size, num_workers)
         scorer = self.scorer()
         scores, maps = [], []
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            if on_progress is not None:
+                on_progress(desc, sum(len(s) for s in scores), len(paths))
             raw, raw_map = scorer.raw(batch["image"])
             scores.append(raw)
             maps.append(raw_map)
+        if on_progress is not None:
+            on_progress(desc, len(paths), len(paths))
         return np.concatenate(scores), np.concatenate(maps)
 
     # -- persistence ---------------------------------------------------------------------------
@@ -226,9 +234,10 @@ def train_loop(
     for epoch in bar:
         model.module.train()
         sums: dict[str, float] = {}
-        for batch in loader:
+        for i, batch in enumerate(loader, 1):
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
+            cfg.progress_of(f"epoch {epoch + 1}/{epochs}", i, len(loader))
             with device.autocast():
                 losses = step(model.on_device(batch["image"]))
             optim.zero_grad(set_to_none=True)

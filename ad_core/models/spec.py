@@ -19,6 +19,10 @@ GRAPH_KINDS = ("score", "embedding")
 NOT_LEGACY = object()  # Param.legacy when a missing key simply means the default
 
 
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+
+
 def import_object(ref: str) -> Any:
     """``"package.module:Name"`` -> the object (the module is imported on first use)."""
     module, _, attr = ref.partition(":")
@@ -40,6 +44,24 @@ class Param:
     multiple: bool = False  # a list of values (e.g. layers, enc_channels)
     legacy: Any = NOT_LEGACY
     """the value a bundle whose meta.json predates this parameter (or its new default) was made with"""
+    multiple_of: int | None = None
+    """values must be a multiple of this (EfficientAD's image size)"""
+
+    @property
+    def rule(self) -> str:
+        """What values are allowed, in words ("32 to 1024", "a multiple of 64, at least 256", "one of ...")."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        parts = []
+        if self.multiple_of:
+            parts.append(f"a multiple of {self.multiple_of}")
+        if self.low is not None and self.high is not None:
+            parts.append(f"{_num(self.low)} to {_num(self.high)}")
+        elif self.low is not None:
+            parts.append(f"at least {_num(self.low)}")
+        elif self.high is not None:
+            parts.append(f"at most {_num(self.high)}")
+        return ", ".join(parts)
 
     def validate(self, value: Any) -> Any:
         """Coerce and check one value; raise :class:`ConfigError` naming the parameter."""
@@ -60,10 +82,10 @@ class Param:
             raise ConfigError(f"{self.name}: expected {self.type.__name__}, got {value!r}") from exc
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{self.name}: {value!r} is not one of {list(self.choices)}")
-        if self.low is not None and value < self.low:
-            raise ConfigError(f"{self.name}: {value!r} is below the minimum {self.low}")
-        if self.high is not None and value > self.high:
-            raise ConfigError(f"{self.name}: {value!r} is above the maximum {self.high}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ConfigError(f"{self.name}: {value!r} is outside the allowed range ({self.rule})")
+        if self.multiple_of and value % self.multiple_of:
+            raise ConfigError(f"{self.name}: {value!r} is not allowed ({self.rule})")
         return value
 
 
@@ -126,8 +148,9 @@ class ModelSpec:
         return [EMBEDDING_OUTPUT] if self.graph_kind == "embedding" else list(SCORE_OUTPUTS)
 
     def all_params(self) -> tuple[Param, ...]:
-        """The model's own parameters plus the common ones."""
-        return COMMON_PARAMS + self.params
+        """The common parameters (a model's own parameter of the same name replaces one), then the model's."""
+        own = {p.name for p in self.params}
+        return tuple(p for p in COMMON_PARAMS if p.name not in own) + self.params
 
     def from_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
         """The hyperparameters a bundle was made with: meta.json's, and for keys it lacks the ``legacy`` value.

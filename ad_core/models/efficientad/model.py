@@ -172,6 +172,7 @@ class EfficientAd(AnomalyModel):
                 done += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
+                cfg.progress_of("teacher distillation", done, steps)
                 if done >= steps:
                     break
         bar.close()
@@ -181,7 +182,8 @@ class EfficientAd(AnomalyModel):
     def _teacher_mean_std(self, train: Sequence[Path], cfg: FitConfig) -> None:
         loader = make_loader(ImageDataset(train, self.preprocess), cfg.batch_size, cfg.num_workers)
         n, s, sq = 0, 0.0, 0.0
-        for batch in loader:
+        for i, batch in enumerate(loader, 1):
+            cfg.progress_of("teacher statistics", i, len(loader))
             y = self.module.teacher(self.on_device(batch["image"]))
             n += y[:, 0].numel()
             s = s + y.sum(dim=(0, 2, 3))
@@ -194,7 +196,8 @@ class EfficientAd(AnomalyModel):
     def _map_quantiles(self, paths: Sequence[Path], cfg: FitConfig) -> None:
         loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
         maps_st, maps_ae = [], []
-        for batch in loader:
+        for i, batch in enumerate(loader, 1):
+            cfg.progress_of("map quantiles", i, len(loader))
             st, ae = self.module.get_maps(self.on_device(batch["image"]), normalize=False)
             maps_st.append(st.flatten())
             maps_ae.append(ae.flatten())

@@ -7,6 +7,15 @@ SPEC = ModelSpec(
     dir_name="EfficientAD",
     factory="ad_core.models.efficientad.model:EfficientAd",
     params=(
+        Param(
+            "image_size",
+            int,
+            256,
+            "side of the square image the model sees (pixels); EfficientAD's networks need a multiple of 64",
+            low=256,
+            high=1024,
+            multiple_of=64,
+        ),
         Param("model_size", str, "small", "student/teacher size", choices=("small", "medium")),
         Param(
             "learning_rate",

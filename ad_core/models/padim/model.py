@@ -94,9 +94,10 @@ class Padim(BackboneModel):
         loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
         m = self.module
         n, total, outer = 0, None, None
-        for batch in tqdm(loader, desc="padim features", disable=not cfg.progress, leave=False):
+        for i, batch in enumerate(tqdm(loader, desc="padim features", disable=not cfg.progress, leave=False), 1):
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
+            cfg.progress_of("features", i, len(loader))
             emb = m.generate_embedding(m.feature_extractor(self.on_device(batch["image"])))
             emb = emb.reshape(emb.shape[0], emb.shape[1], -1).double()
             s, q = emb.sum(0), torch.einsum("bci,bdi->icd", emb, emb)

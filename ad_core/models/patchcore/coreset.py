@@ -18,6 +18,8 @@ projection), computed much faster on CPU:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from numba import njit
@@ -126,6 +128,7 @@ def k_center_greedy(
     seed: int = 0,
     block_size: int = 256,
     existing: torch.Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Indices of ``k`` rows of ``x`` chosen by greedy farthest-point selection.
 
@@ -138,6 +141,8 @@ def k_center_greedy(
         existing: ``(m, d)`` centres already chosen (an existing memory bank). The greedy then
             continues from them: the first pick is the row of ``x`` farthest from ``existing``, as
             if ``existing`` had been selected first (used to extend a bank when retraining).
+        progress: called as ``progress(picked, k)`` between chunks of about 2 % of the picks (a panel's
+            bar; it may raise to stop). The greedy continues exactly where a chunk ended: the same picks.
     """
     n = x.shape[0]
     if not 1 <= k <= n:
@@ -159,5 +164,13 @@ def k_center_greedy(
         min_d = _nearest_sq_dist(torch.from_numpy(zs), random_projection(existing.cpu(), proj_dim, seed))
         first = int(np.argmax(min_d))
     selected = np.empty(k, dtype=np.int64)
-    _greedy_pruned(zs, sq, first, k, starts, ends, centres, radii, selected, min_d)
+    chunk = k if progress is None else max(1, -(-k // 50))
+    done = 0
+    while done < k:
+        n = min(chunk, k - done)
+        _greedy_pruned(zs, sq, first, n, starts, ends, centres, radii, selected[done : done + n], min_d)
+        done += n
+        first = int(np.argmax(min_d))  # the next pick, as the greedy's own loop would make it
+        if progress is not None:
+            progress(done, k)
     return torch.from_numpy(order[selected])

@@ -41,9 +41,10 @@ class PatchCore(BackboneModel):
     def _embed_paths(self, paths: Sequence[Path], cfg: FitConfig) -> torch.Tensor:
         loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
         chunks = []
-        for batch in tqdm(loader, desc="patchcore features", disable=not cfg.progress, leave=False):
+        for i, batch in enumerate(tqdm(loader, desc="patchcore features", disable=not cfg.progress, leave=False), 1):
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
+            cfg.progress_of("features", i, len(loader))
             chunks.append(self.embed(self.on_device(batch["image"])))
         return torch.cat(chunks)
 
@@ -51,18 +52,29 @@ class PatchCore(BackboneModel):
         """Embed all training patches, then keep a k-center greedy coreset of them."""
         embeddings = self._embed_paths(train, cfg)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
-        idx = self._coreset(embeddings, k, cfg.seed)
+        idx = self._coreset(embeddings, k, cfg.seed, cfg=cfg)
         self.module.memory_bank = embeddings[idx.to(embeddings.device)].contiguous()
         return {"n_embeddings": len(embeddings), "memory_bank_size": k, "embedding_dim": embeddings.shape[1]}
 
-    def _coreset(self, embeddings: torch.Tensor, k: int, seed: int, existing: torch.Tensor | None = None):
+    def _coreset(
+        self, embeddings: torch.Tensor, k: int, seed: int, existing: torch.Tensor | None = None, cfg: FitConfig = None
+    ):
         """k-center greedy: the pruned numba greedy on the CPU; on CUDA the plain greedy, on the GPU.
 
-        Both pick the same points up to float rounding (tests/test_coreset.py).
+        Both pick the same points up to float rounding (tests/test_coreset.py). The CPU greedy reports
+        its progress and honours Stop between chunks of picks.
         """
         if embeddings.is_cuda:
             return k_center_greedy_plain(embeddings, k, seed=seed, existing=existing)
-        return k_center_greedy(embeddings, k, seed=seed, existing=existing)
+        if cfg is None:
+            return k_center_greedy(embeddings, k, seed=seed, existing=existing)
+
+        def report(done: int, total: int) -> None:
+            if cfg.stop.is_set():
+                raise TrainingStopped("training stopped on request")
+            cfg.progress_of("coreset", done, total)
+
+        return k_center_greedy(embeddings, k, seed=seed, existing=existing, progress=report)
 
     def update(
         self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig, previous: dict[str, np.ndarray] | None
@@ -79,7 +91,7 @@ class PatchCore(BackboneModel):
         old = self.module.memory_bank
         embeddings = self._embed_paths(train, cfg)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
-        idx = self._coreset(embeddings, k, cfg.seed, existing=old.to(embeddings.device))
+        idx = self._coreset(embeddings, k, cfg.seed, existing=old.to(embeddings.device), cfg=cfg)
         self.module.memory_bank = torch.cat(
             [old.to(embeddings.device), embeddings[idx.to(embeddings.device)]]
         ).contiguous()
