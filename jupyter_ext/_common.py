@@ -35,6 +35,20 @@ LAYOUT_WIDE = w.Layout(width="640px")
 STYLE = {"description_width": "150px"}
 
 
+class Startable:
+    """``run()``: what a notebook cell does instead of pressing Start and waiting."""
+
+    def run(self) -> Job:
+        """Start, wait for the end, return the job; a start refused or a run that failed raises with its message."""
+        job = self.begin()  # type: ignore[attr-defined]
+        if job is None:
+            raise ValueError(f"{type(self).__name__} did not start: {self.status.text}")  # type: ignore[attr-defined]
+        job.join()
+        if job.state == "failed":
+            raise RuntimeError(f"{type(self).__name__} failed: {job.message or job.error}")
+        return job
+
+
 class Status(w.HTML):
     """One line telling the user what is happening, what went wrong, or what came out."""
 

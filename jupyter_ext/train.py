@@ -17,6 +17,7 @@ from jupyter_ext._common import (
     STYLE,
     Job,
     ParamField,
+    Startable,
     Status,
     device_selector,
     file_link,
@@ -32,7 +33,7 @@ EPOCHS = Param("epochs", int, None, "maximum epochs for trained models (Efficien
 SEED = Param("seed", int, 0, "random seed of the split, the sampling and the training", low=0, high=2**31 - 1)
 
 
-class TrainPanel(w.VBox):
+class TrainPanel(Startable, w.VBox):
     """Train a model on the chosen category, show its losses live, test it and report AUROC / F1 / threshold."""
 
     def __init__(

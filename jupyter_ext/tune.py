@@ -15,7 +15,17 @@ from ad_core.models import get_spec, list_models
 from ad_core.models.spec import Param
 from ad_core.rundir import RunDir
 from ad_core.tune import METRICS, default_search_space
-from jupyter_ext._common import STYLE, Job, ParamField, Status, device_selector, file_link, png_bytes, show_png
+from jupyter_ext._common import (
+    STYLE,
+    Job,
+    ParamField,
+    Startable,
+    Status,
+    device_selector,
+    file_link,
+    png_bytes,
+    show_png,
+)
 from jupyter_ext.train import EPOCHS
 
 TRIALS = Param("trials", int, 10, "finished trials the study should hold", low=1, high=10000)
@@ -25,7 +35,7 @@ def _size_param(model: str) -> Param:
     return next(p for p in get_spec(model).all_params() if p.name == "image_size")
 
 
-class TunePanel(w.VBox):
+class TunePanel(Startable, w.VBox):
     """Search-space editor, trials, Start / Stop, a live trial table and optimisation-history plot."""
 
     def __init__(
@@ -83,6 +93,7 @@ class TunePanel(w.VBox):
         self.start.on_click(lambda _: self.begin())
         self.stop.on_click(lambda _: self.job and self.job.stop())
         self.train_best.on_click(lambda _: self._hand_over())
+        self.epochs.input.disabled = not get_spec(model).trained
         self.reset_space()
 
     def set_data(self, data_root: str, category: str) -> None:
@@ -99,6 +110,7 @@ class TunePanel(w.VBox):
         self.image_size.note.value = f"<small style='color:#57606a'>allowed: {self.image_size.param.rule}</small>"
         self.image_size.input.value = size
         self.image_size.check()
+        self.epochs.input.disabled = not get_spec(self.model.value).trained  # fitted in one pass: no epochs
         self.reset_space()
 
     def reset_space(self) -> None:
@@ -115,7 +127,8 @@ class TunePanel(w.VBox):
             return None
         try:
             space = yaml.safe_load(self.space.value) or {}
-            trials, epochs, image_size = self.trials.read(), self.epochs.read(), self.image_size.read()
+            trials, image_size = self.trials.read(), self.image_size.read()
+            epochs = self.epochs.read() if get_spec(self.model.value).trained else None
             if not self.category_name:
                 raise ValueError("choose a category in the Data tab first")
         except Exception as exc:

@@ -84,14 +84,14 @@ def cells(title: str, model: str, image_size: int, trials: int, epochs: int | No
             "tuner = TunePanel(DATA_ROOT, CATEGORY, MODELS_ROOT, model=MODEL, image_size=IMAGE_SIZE)\n"
             "tuner.trials.value = max(TRIALS, 1)\n"
             "tuner.device.value = DEVICE.name\n"
-            "tuner.epochs.value = EPOCHS or 0\n"
+            "tuner.epochs.value = EPOCHS  # empty for models fitted in one pass\n"
             "for key, value in EXTRA.items():\n"
             '    tuner.space.value += f"{key}: {value}\\n"\n'
             "tuner"
         ),
         new_code_cell(
             "if TRIALS:  # 0 skips the search (the seed marks this step optional)\n"
-            "    tuner.begin().join()  # same as pressing Start and waiting\n"
+            "    tuner.run()  # same as pressing Start and waiting; raises with the message if it cannot\n"
             "    print(tuner.status.text)\n"
             "best = tuner.result.best_params if tuner.result else None\n"
             "best"
@@ -114,7 +114,7 @@ def cells(title: str, model: str, image_size: int, trials: int, epochs: int | No
             "trainer"
         ),
         new_code_cell(
-            "trainer.begin().join()  # same as pressing Start and waiting\n"
+            "trainer.run()  # same as pressing Start and waiting; raises with the message if it cannot\n"
             "print(trainer.status.text)\n"
             "RUN = trainer.run_dir\n"
             "RUN"
