@@ -13,7 +13,9 @@ A second part does the same for the pixel threshold (seed 003): where the defect
 
 from __future__ import annotations
 
+import functools
 import html
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +150,17 @@ class ThresholdState(HasTraits):
         return meta
 
 
+def _one_at_a_time(method):
+    """Serialise the explorer's actions: a load from the training thread and a click never interleave."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class ThresholdExplorer(w.VBox):
     """Load a tested run; move the threshold and watch precision, recall, F1, rates and the confusion matrix."""
 
@@ -176,6 +189,7 @@ class ThresholdExplorer(w.VBox):
         self.status = Status()
         self.gallery_size = gallery_size
         self._target: tuple[str, float, float] | None = None
+        self._lock = threading.RLock()  # the studio loads from the training thread while a person clicks
         super().__init__(
             [
                 w.HBox([self.run, self.load_button]),
@@ -224,6 +238,7 @@ class ThresholdExplorer(w.VBox):
             widget.disabled = not on
 
     # -- loading -----------------------------------------------------------------------------------
+    @_one_at_a_time
     def load(self, run: str | Path | None = None) -> bool:
         """Read a run's meta.json and ``test_result/predictions.csv``; False (and a message) if it cannot."""
         if run is not None:
@@ -256,15 +271,18 @@ class ThresholdExplorer(w.VBox):
         """The raw score that a normalised threshold corresponds to."""
         return self.state.raw_of(normalized)
 
+    @_one_at_a_time
     def set_threshold(self, normalized: float) -> None:
         """Move the threshold (slider, raw field, plot and metrics follow)."""
         self.state.set(normalized)
 
+    @_one_at_a_time
     def _slider_moved(self, change) -> None:
         # the browser sends back the value it displays (rounded to the step): that is not a move
         if self.state.loaded and abs(change["new"] - self.state.threshold) > STEP / 2:
             self.state.set(change["new"])
 
+    @_one_at_a_time
     def _raw_typed(self, change) -> None:
         if self.state.loaded and not np.isclose(change["new"], self.state.raw, rtol=1e-9, atol=1e-12):
             self.state.set_raw(change["new"])
@@ -273,6 +291,7 @@ class ThresholdExplorer(w.VBox):
         """Precision, recall, F1, false-reject and miss rates and the confusion counts at the current threshold."""
         return dict(self.state.point)
 
+    @_one_at_a_time
     def set_by_target(self) -> None:
         """Choose the threshold that meets the chosen rate with the least cost to the other one."""
         kind, value = TARGETS[self.target_kind.value], float(self.target_value.value)
@@ -287,6 +306,7 @@ class ThresholdExplorer(w.VBox):
             f"{p['false_reject_rate']:.1%} (target: {self.target_kind.value.split(' at')[0]} at most {value:g} %)"
         )
 
+    @_one_at_a_time
     def save(self) -> None:
         """Write the threshold into meta.json (atomically, with who and when) and check it on what was written."""
         if not self.state.loaded:

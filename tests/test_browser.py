@@ -52,7 +52,12 @@ def type_into(page, label: str, value: str, key: str = "Enter") -> None:
 
 def wait_text(page, pattern: str, timeout: float = 60_000):
     loc = visible(page, f"text=/{pattern}/")
-    loc.wait_for(timeout=timeout)
+    try:
+        loc.wait_for(timeout=timeout)
+    except Exception:  # say what the page said instead, with a picture of it
+        page.screenshot(path=ARTIFACTS / "failed.png")
+        said = page.locator("span:has-text('\u2718')").all_inner_texts()
+        raise AssertionError(f"{pattern!r} never showed; errors on the page: {said}") from None
     return loc
 
 
@@ -80,6 +85,14 @@ def test_launcher_opens_the_studio_in_its_own_notebook(lab):
 def test_studio_forms_threshold_promise_progress_and_layout(lab):
     url, root = lab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    studio = root / "anomaly_studio.ipynb"
+    if not studio.is_file():  # run on its own: the notebook the Launcher card writes (tested above)
+        import nbformat
+
+        nb = nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell("from jupyter_ext import AnomalyStudio\n\nAnomalyStudio()")]
+        )
+        nbformat.write(nb, studio)
     with chromium((1280, 800)) as page:
         try:
             page.goto(f"{url}/lab/tree/anomaly_studio.ipynb", timeout=120_000)
