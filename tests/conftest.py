@@ -19,7 +19,7 @@ TEST_SETTINGS = {
     "patchcore": {"image_size": 128},
     "padim": {"image_size": 128},
     "vae": {"image_size": 128, "epochs": 40},
-    "efficientad": {"image_size": 256, "epochs": 1, "distill_steps": 10},
+    "efficientad": {"image_size": 256, "epochs": 1, "distill_steps": 5},
 }
 
 

@@ -198,14 +198,14 @@ def test_interrupted_study_resumes_without_losing_trials(sample_root, tmp_path):
 def test_two_workers_share_one_study(sample_root, tmp_path, kind):
     storage = f"sqlite:///{tmp_path / 'shared.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'shared.log'}"
     procs = [
-        spawn(tune_cmd(sample_root, tmp_path / f"m{i}", "--trials", 6, "--storage", storage, "--study", "shared"))
+        spawn(tune_cmd(sample_root, tmp_path / f"m{i}", "--trials", 4, "--storage", storage, "--study", "shared"))
         for i in range(2)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     done = finished(storage, "shared")
-    assert 6 <= len(done) <= 7  # each worker stops once the study holds 6; one may be finishing its last
+    assert 4 <= len(done) <= 5  # each worker stops once the study holds 4; one may be finishing its last
     workers = {t.user_attrs["worker"] for t in done}
     assert len(workers) == 2, workers
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))

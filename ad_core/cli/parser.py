@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("test", "proxy"),
         default="test",
         help="test: the labelled test split (default); proxy: held-out normals + synthetic anomalies, "
-        "for a category without labelled defects",
+        "for a category without labelled defects (it ranks models well, one model's fine settings less so: "
+        "see docs/benchmarks.md)",
     )
     p.add_argument("--run_dir", default=None, help="run directory for param/ (default: a new one, kept on resume)")
     p.add_argument("--no_prune", action="store_true", help="never prune trials of trained models")
