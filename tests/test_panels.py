@@ -48,9 +48,11 @@ def test_data_panel_counts_thumbnails_and_clear_errors(sample_root, tmp_path):
     assert "no test images of both classes" in panel.status.text
 
 
-def test_studio_train_tune_handover_threshold_and_export(sample_root, tmp_path):
+def test_studio_train_tune_handover_threshold_and_export(sample_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the studio remembers its roots in the current folder
     models = tmp_path / "models"
     studio = AnomalyStudio(sample_root, models, CAT, model="padim", image_size=96)
+    assert json.loads((tmp_path / ".ad-inspect-studio.json").read_text())["models_root"] == str(models)
     train = studio.train
     assert train.category_name == CAT and studio.tune.category_name == CAT
 
