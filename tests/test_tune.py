@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -41,6 +42,8 @@ def tune_cmd(data, models, *extra):
 
 
 def spawn(args, **kw):
+    if kw.pop("one_core", False):  # workers side by side on a small CPU: one thread each, not two fighting for two
+        kw["env"] = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "ad_core.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
     )
@@ -198,7 +201,10 @@ def test_interrupted_study_resumes_without_losing_trials(sample_root, tmp_path):
 def test_two_workers_share_one_study(sample_root, tmp_path, kind):
     storage = f"sqlite:///{tmp_path / 'shared.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'shared.log'}"
     procs = [
-        spawn(tune_cmd(sample_root, tmp_path / f"m{i}", "--trials", 4, "--storage", storage, "--study", "shared"))
+        spawn(
+            tune_cmd(sample_root, tmp_path / f"m{i}", "--trials", 4, "--storage", storage, "--study", "shared"),
+            one_core=True,
+        )
         for i in range(2)
     ]
     outs = [p.communicate(timeout=600) for p in procs]
