@@ -128,29 +128,59 @@ def test_predictions_csv_decisions_follow_normalisation(evaluated):
     assert [r["prediction"] == "anomaly" for r in rows] == list(norm >= 0.5)
 
 
-def test_a_bundle_from_before_the_new_defaults_loads_and_scores_as_it_was_made(sample_root, tmp_path):
+@pytest.mark.parametrize(
+    ("made_with", "older_keys"),
+    [
+        # the way anomalib (and ad-inspect before the new defaults) made a PaDiM
+        ({"n_features": 100, "shrinkage": 0.0, "feature_pool": 1}, ("shrinkage", "feature_pool", "pool_min_side")),
+        # the December defaults, which pooled every layer (also blocks.4's coarse map at small sizes)
+        ({"shrinkage": 0.1, "feature_pool": 3, "pool_min_side": 0}, ("pool_min_side",)),
+    ],
+    ids=["anomalib-era", "pool-every-layer"],
+)
+def test_a_bundle_from_before_the_new_defaults_loads_and_scores_as_it_was_made(
+    sample_root, tmp_path, made_with, older_keys
+):
     """meta.json records what a run used; keys a newer version added mean their legacy values when absent."""
     from ad_core import train
     from ad_core.data.images import list_images, read_image
     from ad_core.models import get_spec
     from ad_core.runtime import open_scorer
 
-    # a PaDiM made the way anomalib (and ad-inspect before the new defaults) made it
-    run = train(
-        "padim", "Sample_brick", sample_root, tmp_path, progress=False, image_size=96,
-        n_features=100, shrinkage=0.0, feature_pool=1,
-    )  # fmt: skip
+    run = train("padim", "Sample_brick", sample_root, tmp_path, progress=False, image_size=96, **made_with)
     images = [read_image(p) for p in list_images(sample_root / "test" / "Sample_brick" / "anomaly")[:4]]
     before = open_scorer(run, "torch")(images).raw_score
     meta_path = run / "pytorch" / "meta.json"
     meta = json.loads(meta_path.read_text())
-    assert meta["shrinkage"] == 0.0 and meta["feature_pool"] == 1 and meta["n_features"] == 100
-    for key in ("shrinkage", "feature_pool"):  # the keys an older ad-inspect did not write
+    assert all(meta[k] == v for k, v in made_with.items())
+    for key in older_keys:  # the keys an older ad-inspect did not write
         del meta[key]
     meta_path.write_text(json.dumps(meta))
     bundle = load_bundle(run)
-    assert bundle.model.hparams["shrinkage"] == 0.0 and bundle.model.hparams["feature_pool"] == 1
+    assert all(bundle.model.hparams[k] == v for k, v in made_with.items())
     np.testing.assert_allclose(open_scorer(run, "torch")(images).raw_score, before, rtol=1e-6)
     # and the defaults of today differ from those legacy values, so the test above means something
     defaults = {p.name: p.default for p in get_spec("padim").params}
-    assert defaults["shrinkage"] != 0.0 and defaults["feature_pool"] != 1 and defaults["n_features"] is None
+    assert any(defaults[k] != made_with[k] for k in made_with if k != "n_features")
+    assert defaults["pool_min_side"] != 0 and defaults["feature_pool"] != 1 and defaults["n_features"] is None
+
+
+def test_padim_pools_only_the_feature_maps_fine_enough_for_a_3x3_window():
+    """At 128 px Lite0's blocks.4 map is 8x8, where a 3x3 average blurs the object; at 256 px it is 16x16."""
+    from ad_core.models import create_model
+
+    assert create_model("padim", image_size=256).module.pooled == ("blocks.2", "blocks.4")
+    small = create_model("padim", image_size=128)
+    assert small.module.pooled == ("blocks.2",)
+    assert create_model("padim", image_size=128, pool_min_side=0).module.pooled == ("blocks.2", "blocks.4")
+    assert create_model("padim", image_size=256, feature_pool=1).module.pooled == ()
+    # and what is pooled is what the Gaussian sees: blocks.2 averaged, blocks.4 as it came at 128 px
+    import torch
+    import torch.nn.functional as F
+
+    m = small.module
+    feats = {"blocks.2": torch.rand(1, 40, 16, 16), "blocks.4": torch.rand(1, 112, 8, 8)}
+    expected = torch.cat(
+        [F.avg_pool2d(feats["blocks.2"], 3, 1, 1), F.interpolate(feats["blocks.4"], size=(16, 16), mode="nearest")], 1
+    )
+    torch.testing.assert_close(m.generate_embedding(feats), expected[:, m.idx])

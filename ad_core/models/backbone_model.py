@@ -11,21 +11,27 @@ from ad_core.models.base import AnomalyModel, FitConfig
 
 
 @functools.cache
-def feature_layers(backbone: str) -> tuple[str, ...]:
-    """Names of the layers ``backbone`` offers as feature maps (timm ``features_only``)."""
+def _feature_info(backbone: str) -> tuple[dict, ...]:
+    """The feature maps ``backbone`` offers, as timm describes them (``features_only``), built once."""
     import timm
 
     probe = timm.create_model(backbone, pretrained=False, features_only=True)
-    return tuple(info["module"] for info in probe.feature_info.info)
+    return tuple(probe.feature_info.info)
 
 
-@functools.cache
+def feature_layers(backbone: str) -> tuple[str, ...]:
+    """Names of the layers ``backbone`` offers as feature maps."""
+    return tuple(info["module"] for info in _feature_info(backbone))
+
+
 def layer_channels(backbone: str) -> dict[str, int]:
     """Channels of each layer ``backbone`` offers as a feature map."""
-    import timm
+    return {info["module"]: int(info["num_chs"]) for info in _feature_info(backbone)}
 
-    probe = timm.create_model(backbone, pretrained=False, features_only=True)
-    return {info["module"]: int(info["num_chs"]) for info in probe.feature_info.info}
+
+def layer_reductions(backbone: str) -> dict[str, int]:
+    """How many input pixels one position of each offered layer's map spans (its stride)."""
+    return {info["module"]: int(info["reduction"]) for info in _feature_info(backbone)}
 
 
 def check_layers(backbone: str, layers: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.errors import BundleError, ConfigError
-from ad_core.models.backbone_model import BackboneModel, layer_channels
+from ad_core.models.backbone_model import BackboneModel, layer_channels, layer_reductions
 from ad_core.models.base import FitConfig, TrainingStopped
 
 REG = 0.01 + 1e-5  # anomalib's regularisation of the covariance
@@ -39,21 +40,36 @@ def _unshrink(shrunk: np.ndarray, s: float) -> np.ndarray:
 
 
 class PooledPadimModel(PadimModel):
-    """anomalib's ``PadimModel`` whose embedding first averages each layer's features over a small window.
+    """anomalib's ``PadimModel`` whose embedding first averages some layers' features over a small window.
 
     The local average (PatchCore's "locally aware patch features") makes each position's Gaussian
-    describe its neighbourhood, so a shift of a pixel or two is not an anomaly. ``feature_pool=1`` is
-    anomalib's model exactly (bundles from before the option load with it). Fitting, the export graph
-    and anomalib's own forward all go through :meth:`generate_embedding`, so they stay one path.
+    describe its neighbourhood, so a shift of a pixel or two is not an anomaly. ``pooled`` names the
+    layers that are averaged (those whose map is fine enough, see :func:`pooled_layers`); with none
+    it is anomalib's model exactly (bundles from before the option load with it). Fitting, the export
+    graph and anomalib's own forward all go through :meth:`generate_embedding`, so they stay one path.
     """
 
-    def __init__(self, *args, feature_pool: int = 1, **kwargs) -> None:
+    def __init__(self, *args, feature_pool: int = 1, pooled: Sequence[str] = (), **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.feature_pool = nn.AvgPool2d(feature_pool, 1, feature_pool // 2) if feature_pool > 1 else nn.Identity()
+        self.pooled = tuple(pooled)
 
     def generate_embedding(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """The pooled features, concatenated and subset as anomalib does."""
-        return super().generate_embedding({layer: self.feature_pool(f) for layer, f in features.items()})
+        return super().generate_embedding(
+            {layer: self.feature_pool(f) if layer in self.pooled else f for layer, f in features.items()}
+        )
+
+
+def pooled_layers(backbone: str, layers: Sequence[str], image_size: int, min_side: int) -> list[str]:
+    """The layers whose feature map at ``image_size`` is at least ``min_side`` positions across.
+
+    Measured (docs/benchmarks.md): a 3x3 average of Lite0's ``blocks.4`` helps at 256 px (a 16x16
+    map: +1.5 to +2.3 points on ELPV) but costs 5 points on the sample brick at 128 px (8x8, where
+    the window spans three-eighths of the image); pooling only the finer maps keeps both gains.
+    """
+    reduction = layer_reductions(backbone)
+    return [layer for layer in layers if math.ceil(image_size / reduction[layer]) >= min_side]
 
 
 class Padim(BackboneModel):
@@ -66,6 +82,8 @@ class Padim(BackboneModel):
         pool = int(self.hparams["feature_pool"])
         if pool % 2 == 0:
             raise ConfigError(f"feature_pool: {pool} is even; give an odd window (1 = no pooling, 3, 5 ...)")
+        hp = self.hparams
+        pooled = pooled_layers(hp["backbone"], hp["layers"], hp["image_size"], hp["pool_min_side"]) if pool > 1 else []
         if not self.hparams["n_features"]:
             self.hparams["n_features"] = sum(
                 layer_channels(self.hparams["backbone"])[n] for n in self.hparams["layers"]
@@ -79,6 +97,7 @@ class Padim(BackboneModel):
                     pre_trained=False,
                     n_features=self.hparams["n_features"],
                     feature_pool=pool,
+                    pooled=pooled,
                 ).eval()
         except ValueError as exc:
             raise ConfigError(f"n_features: {exc}") from exc

@@ -34,6 +34,16 @@ SPEC = ModelSpec(
             high=9,
             legacy=1,
         ),
+        Param(
+            "pool_min_side",
+            int,
+            16,
+            "pool only the layers whose feature map is at least this many positions across (0: every layer); "
+            "a 3x3 window on a coarser map averages over a large part of the object",
+            low=0,
+            high=1024,
+            legacy=0,
+        ),
     ),
     trained=False,
     description="PaDiM (Defard et al. 2021): per-position Gaussian of patch features, Mahalanobis distance",
