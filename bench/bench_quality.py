@@ -391,9 +391,17 @@ def main() -> None:
             if args.proxy:
                 print(f"proxy ranking on {label}:")
                 proxies.append({"set": label, **proxy_ranking(args.models, root, category)})
-                (RESULTS / "quality_proxy.json").write_text(json.dumps(proxies, indent=1))
+                _save_proxies(proxies)
     (RESULTS / "quality.json").write_text(json.dumps(rows, indent=1, default=str))
     print_tables(rows, proxies)
+
+
+def _save_proxies(proxies: list[dict]) -> None:
+    """Write this run's proxy rankings into ``quality_proxy.json``, keeping the other sets' earlier results."""
+    path = RESULTS / "quality_proxy.json"
+    kept = json.loads(path.read_text()) if path.is_file() else []
+    ours = {p["set"] for p in proxies}
+    path.write_text(json.dumps([p for p in kept if p["set"] not in ours] + proxies, indent=1))
 
 
 def _f(x) -> str:
