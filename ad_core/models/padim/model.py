@@ -65,7 +65,7 @@ def pooled_layers(backbone: str, layers: Sequence[str], image_size: int, min_sid
     """The layers whose feature map at ``image_size`` is at least ``min_side`` positions across.
 
     Measured (docs/benchmarks.md): a 3x3 average of Lite0's ``blocks.4`` helps at 256 px (a 16x16
-    map: +1.5 to +2.3 points on ELPV) but costs 5 points on the sample brick at 128 px (8x8, where
+    map: +1.5 to +2.3 points on ELPV) but costs 5 to 8 points on the sample brick at 128 px (8x8, where
     the window spans three-eighths of the image); pooling only the finer maps keeps both gains.
     """
     reduction = layer_reductions(backbone)
