@@ -60,9 +60,14 @@ class _Runs:
         root = self.models_root.parent / f"data_{model}"  # the same test split, fewer normal images
         if not root.is_dir():
             shutil.copytree(self.data_root, root)
-            for extra in sorted((root / "train" / CATEGORY).iterdir())[TRAIN_IMAGES[model] :]:
-                extra.unlink()
+            keep_train_images(root, CATEGORY, TRAIN_IMAGES[model])
         return root
+
+
+def keep_train_images(data_root: Path, category: str, n: int) -> None:
+    """Delete all but the first ``n`` (sorted) training images of a copied data root's category."""
+    for extra in sorted((data_root / "train" / category).iterdir())[n:]:
+        extra.unlink()
 
 
 @pytest.fixture(scope="session")

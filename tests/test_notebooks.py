@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import keep_train_images
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -43,8 +44,7 @@ def test_notebook_runs_top_to_bottom(name, sample_root, tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     shutil.copytree(sample_root, tmp_path / "data")
     if name in TRAIN_IMAGES:
-        for extra in sorted((tmp_path / "data" / "train" / "Sample_brick").iterdir())[TRAIN_IMAGES[name] :]:
-            extra.unlink()
+        keep_train_images(tmp_path / "data", "Sample_brick", TRAIN_IMAGES[name])
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", 4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "\n".join(
