@@ -421,6 +421,11 @@ def main(args: list[str] | None = None) -> None:
     except ADCoreError as exc:  # a model that cannot be loaded at start: say why, no traceback
         print(f"ad_inspect: cannot start: {exc}", file=sys.stderr, flush=True)
         code = 2
+    except Exception:
+        if rclpy.ok():
+            raise
+        # a signal that shut the context down just before the executor's first wait makes rclpy raise
+        # RCLError ("the given context is not valid") instead of ExternalShutdownException: a normal stop
     finally:
         if node is not None:
             node.destroy_node()
