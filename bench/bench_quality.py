@@ -180,11 +180,11 @@ def _latency(fn, images: list[np.ndarray], warmup: int = 3) -> float:
 
 
 def previous_defaults(model: str) -> dict:
-    """The hyperparameters our defaults had before this change (the params' ``legacy`` values; PaDiM's 100 channels)."""
+    """The hyperparameters our defaults had before December (the ``legacy`` values: 8-bit resize; PaDiM: 100 channels)."""
     from ad_core.models.registry import get_spec
     from ad_core.models.spec import NOT_LEGACY
 
-    old = {p.name: p.legacy for p in get_spec(model).params if p.legacy is not NOT_LEGACY}
+    old = {p.name: p.legacy for p in get_spec(model).all_params() if p.legacy is not NOT_LEGACY}
     if model == "padim":
         old["n_features"] = 100
     return old

@@ -129,6 +129,48 @@ def test_num_workers_rules_and_parallel_loading(tmp_path, rgb):
     assert len(batches) == 2 and batches[0]["image"].shape == (2, 3, 32, 32)
 
 
+@pytest.mark.parametrize("shape", [(480, 640), (300, 300), (64, 80)], ids=["camera", "elpv", "upscale"])
+def test_the_float_resize_feeds_the_model_what_anomalibs_pre_processor_does(shape):
+    """The default resize is anomalib's (torchvision, antialiased, on floats), without torch in the deployed path."""
+    import torch
+    from anomalib.models.components.base.anomalib_module import AnomalibModule
+    from torchvision.transforms.v2.functional import to_dtype
+
+    rgb = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ours = Preprocess(96).array(rgb)
+    transform = AnomalibModule.configure_pre_processor(image_size=(96, 96)).transform
+    theirs = transform(to_dtype(torch.from_numpy(rgb).permute(2, 0, 1), torch.float32, scale=True)).numpy()
+    np.testing.assert_allclose(ours, theirs, atol=3e-5)  # 1e-5 of a [0, 1] pixel (a grey level is 4e-3)
+    # the 8-bit resize that older runs record: PIL on uint8, within a grey level of the float one
+    old = Preprocess(96, resize="bilinear").resized(rgb)
+    np.testing.assert_array_equal(old, np.asarray(Image.fromarray(rgb).resize((96, 96), Image.BILINEAR)))
+    assert 0 < np.abs(old - Preprocess(96).resized(rgb)).max() <= 1.0
+
+
+def test_a_faint_line_survives_the_float_resize_and_not_the_8_bit_one():
+    """Why the default changed: ELPV's cracks are a grey level or two; rounding after a 3x shrink erases them."""
+    grey = np.full((300, 300, 3), 120, np.uint8)
+    grey[:, 150] += 1  # a one-pixel line, one grey level brighter
+    size = 100
+    float_map = Preprocess(size).resized(grey)[..., 0]
+    eight_bit = Preprocess(size, resize="bilinear").resized(grey)[..., 0]
+    assert float_map.max() - float_map.min() > 0.2  # the line is still there (a third of a level)
+    assert eight_bit.max() == eight_bit.min() == 120  # rounded away
+    # an image already at size is passed through unchanged by both
+    same = np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    for method in ("bilinear_float", "bilinear"):
+        np.testing.assert_array_equal(Preprocess(size, resize=method).resized(same), same)
+
+
+def test_preprocessing_names_an_unknown_resize_and_reads_older_meta():
+    with pytest.raises(ConfigError, match=r"preprocessing.resize: 'bicubic' .*bilinear_float, bilinear"):
+        Preprocess(96, resize="bicubic")
+    recorded = Preprocess(96).to_dict()
+    assert Preprocess.from_dict(recorded) == Preprocess(96)
+    del recorded["resize"]  # a meta.json from before the key: the 8-bit resize it was made with
+    assert Preprocess.from_dict(recorded).resize == "bilinear"
+
+
 def _fake_visa(root: Path) -> None:
     rows = []
     for obj in ("candle", "pcb1"):

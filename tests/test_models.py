@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 
 import numpy as np
@@ -89,6 +90,7 @@ def test_meta_json_has_seed_001_keys(model, evaluated):
     for name, digest in meta["sha256"].items():
         assert sha256(run / "pytorch" / name) == digest
     assert meta["preprocessing"]["image_size"] == meta["image_size"]
+    assert meta["preprocessing"]["resize"] == meta["resize"] == "bilinear_float"
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -135,8 +137,10 @@ def test_predictions_csv_decisions_follow_normalisation(evaluated):
         ({"n_features": 100, "shrinkage": 0.0, "feature_pool": 1}, ("shrinkage", "feature_pool", "pool_min_side")),
         # the December defaults, which pooled every layer (also blocks.4's coarse map at small sizes)
         ({"shrinkage": 0.1, "feature_pool": 3, "pool_min_side": 0}, ("pool_min_side",)),
+        # every model before the float resize: the resized image was rounded to 8 bits
+        ({"resize": "bilinear"}, ("resize", "preprocessing.resize")),
     ],
-    ids=["anomalib-era", "pool-every-layer"],
+    ids=["anomalib-era", "pool-every-layer", "8-bit-resize"],
 )
 def test_a_bundle_from_before_the_new_defaults_loads_and_scores_as_it_was_made(
     sample_root, tmp_path, made_with, older_keys
@@ -154,15 +158,18 @@ def test_a_bundle_from_before_the_new_defaults_loads_and_scores_as_it_was_made(
     meta = json.loads(meta_path.read_text())
     assert all(meta[k] == v for k, v in made_with.items())
     for key in older_keys:  # the keys an older ad-inspect did not write
-        del meta[key]
+        *parents, leaf = key.split(".")
+        del functools.reduce(dict.__getitem__, parents, meta)[leaf]
     meta_path.write_text(json.dumps(meta))
     bundle = load_bundle(run)
     assert all(bundle.model.hparams[k] == v for k, v in made_with.items())
+    assert bundle.preprocess == bundle.model.preprocess
     np.testing.assert_allclose(open_scorer(run, "torch")(images).raw_score, before, rtol=1e-6)
     # and the defaults of today differ from those legacy values, so the test above means something
-    defaults = {p.name: p.default for p in get_spec("padim").params}
+    defaults = {p.name: p.default for p in get_spec("padim").all_params()}
     assert any(defaults[k] != made_with[k] for k in made_with if k != "n_features")
     assert defaults["pool_min_side"] != 0 and defaults["feature_pool"] != 1 and defaults["n_features"] is None
+    assert defaults["resize"] == "bilinear_float"
 
 
 def test_padim_pools_only_the_feature_maps_fine_enough_for_a_3x3_window():

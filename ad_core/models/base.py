@@ -31,7 +31,7 @@ from ad_core.errors import ADCoreError, BundleError, TrainingDiverged, TrainingS
 from ad_core.models.registry import get_spec
 from ad_core.models.spec import ModelSpec
 from ad_core.options import TrainOptions
-from ad_core.preprocessing import Preprocess
+from ad_core.preprocessing import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 FitConfig = TrainOptions  # the name the models' signatures use
 
@@ -40,6 +40,8 @@ class AnomalyModel(ABC):
     """Base class of every registered model."""
 
     name: ClassVar[str]  # the registry name; everything else about the model is in its spec
+    input_scale: ClassVar[tuple[tuple[float, ...], tuple[float, ...]]] = (IMAGENET_MEAN, IMAGENET_STD)
+    """the input's ``(mean, std)`` after scaling to [0, 1]: ImageNet's, or :data:`UNIT_SCALE` for [0, 1] input"""
 
     @property
     def spec(self) -> ModelSpec:
@@ -89,8 +91,8 @@ class AnomalyModel(ABC):
 
     @property
     def preprocess(self) -> Preprocess:
-        """Preprocessing that feeds this model (ImageNet normalisation by default)."""
-        return Preprocess(self.image_size)
+        """Preprocessing that feeds this model: ``input_scale`` and the ``resize`` hyperparameter."""
+        return Preprocess(self.image_size, *self.input_scale, resize=self.hparams.get("resize", DEFAULT_RESIZE))
 
     # -- fitting and scoring -------------------------------------------------------------------
     @abstractmethod

@@ -181,7 +181,17 @@ class ModelSpec:
         return out
 
 
-COMMON_PARAMS = (Param("image_size", int, 256, "side of the square image the model sees (pixels)", low=32, high=1024),)
+COMMON_PARAMS = (
+    Param("image_size", int, 256, "side of the square image the model sees (pixels)", low=32, high=1024),
+    Param(
+        "resize",
+        str,
+        "bilinear_float",
+        "how an image is resized to image_size: bilinear on floats, or rounded to 8 bits as runs before December 2026",
+        choices=("bilinear_float", "bilinear"),
+        legacy="bilinear",
+    ),
+)
 
 BACKBONE_PARAMS = (
     Param(

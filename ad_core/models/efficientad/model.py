@@ -36,7 +36,7 @@ from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.data.images import read_image
 from ad_core.errors import ConfigError, WeightsNotFoundError
 from ad_core.models.base import AnomalyModel, FitConfig, TrainingStopped, train_loop
-from ad_core.preprocessing import UNIT_SCALE, Preprocess
+from ad_core.preprocessing import UNIT_SCALE
 
 SKIMAGE_PHOTOS = (
     "astronaut",
@@ -125,17 +125,13 @@ class EfficientAd(AnomalyModel):
     """Student-teacher + auto-encoder (Batzner et al. 2024)."""
 
     name = "efficientad"
+    input_scale = UNIT_SCALE  # its networks apply ImageNet normalisation inside: input is [0, 1] RGB
 
     def build_module(self) -> EfficientAdModel:
         """AnomaLib's torch model (teacher 384 channels, no padding, padded maps)."""
         if self.image_size < 256 or self.image_size % 64:
             raise ConfigError(f"image_size {self.image_size}: EfficientAD needs a multiple of 64, at least 256")
         return EfficientAdModel(teacher_out_channels=384, model_size=self.hparams["model_size"]).eval()
-
-    @property
-    def preprocess(self) -> Preprocess:
-        """EfficientAD's networks apply ImageNet normalisation inside: input is [0, 1] RGB."""
-        return Preprocess(self.image_size, *UNIT_SCALE)
 
     # -- teacher ------------------------------------------------------------------------------
     def _distill_teacher(self, train: Sequence[Path], penalty: _PenaltySampler, cfg: FitConfig) -> None:

@@ -13,13 +13,14 @@ from ad_core.data.images import read_image
 from ad_core.errors import ConfigError
 from ad_core.models.base import AnomalyModel, FitConfig, train_loop
 from ad_core.models.vae.torch_model import VAEModel, vae_loss
-from ad_core.preprocessing import UNIT_SCALE, Preprocess
+from ad_core.preprocessing import UNIT_SCALE
 
 
 class VAE(AnomalyModel):
     """Variational auto-encoder trained on normal images only."""
 
     name = "vae"
+    input_scale = UNIT_SCALE  # it reconstructs [0, 1] RGB (Sigmoid output): no ImageNet normalisation
 
     def build_module(self) -> VAEModel:
         """The seed 004 architecture."""
@@ -27,11 +28,6 @@ class VAE(AnomalyModel):
             return VAEModel(self.image_size, self.hparams["latent_dim"], tuple(self.hparams["enc_channels"]))
         except ValueError as exc:
             raise ConfigError(f"image_size / enc_channels: {exc}") from exc
-
-    @property
-    def preprocess(self) -> Preprocess:
-        """The VAE reconstructs [0, 1] RGB (Sigmoid output): no ImageNet normalisation."""
-        return Preprocess(self.image_size, *UNIT_SCALE)
 
     @torch.no_grad()
     def reconstruct(self, paths: Sequence[Path]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
