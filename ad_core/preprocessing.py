@@ -50,22 +50,28 @@ class Preprocess:
                 f"preprocessing.resize: {self.resize!r} is not a known resize; expected one of {', '.join(RESIZE_METHODS)}"
             )
 
-    def resized(self, rgb: np.ndarray) -> np.ndarray:
-        """An ``(H, W, 3)`` uint8 image resized to ``(image_size, image_size, 3)``, float32 in [0, 255]."""
+    def planes(self, rgb: np.ndarray) -> np.ndarray:
+        """An ``(H, W, 3)`` uint8 image resized to ``(3, image_size, image_size)`` float32 planes in [0, 255]."""
         size = (self.image_size, self.image_size)
         if rgb.shape[0] == self.image_size and rgb.shape[1] == self.image_size:
-            return rgb.astype(np.float32)
+            return np.ascontiguousarray(rgb.transpose(2, 0, 1), np.float32)
         if self.resize == "bilinear":
-            return np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR), np.float32)
+            return np.ascontiguousarray(
+                np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR)).transpose(2, 0, 1), np.float32
+            )
         # mode "F" resizes 32-bit floats, antialiased as torchvision does (equal to 1e-5 on the [0, 1] scale)
-        channels = (Image.fromarray(np.ascontiguousarray(rgb[..., c])).convert("F") for c in range(3))
-        return np.stack([np.asarray(ch.resize(size, Image.BILINEAR)) for ch in channels], -1)
+        out = np.empty((3, *size), np.float32)
+        for c, channel in enumerate(Image.fromarray(rgb).split()):
+            out[c] = np.asarray(channel.convert("F").resize(size, Image.BILINEAR))
+        return out
 
     def array(self, rgb: np.ndarray) -> np.ndarray:
-        """Turn an ``(H, W, 3)`` uint8 RGB image into a ``(3, S, S)`` float32 array."""
-        arr = self.resized(rgb) / np.float32(255.0)
-        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+        """Turn an ``(H, W, 3)`` uint8 RGB image into a ``(3, S, S)`` float32 array: ``(x / 255 - mean) / std``."""
+        x = self.planes(rgb)
+        x /= np.float32(255.0)
+        x -= np.asarray(self.mean, np.float32)[:, None, None]
+        x /= np.asarray(self.std, np.float32)[:, None, None]
+        return x
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         """:meth:`array` as a torch tensor."""

@@ -142,9 +142,10 @@ def test_the_float_resize_feeds_the_model_what_anomalibs_pre_processor_does(shap
     theirs = transform(to_dtype(torch.from_numpy(rgb).permute(2, 0, 1), torch.float32, scale=True)).numpy()
     np.testing.assert_allclose(ours, theirs, atol=3e-5)  # 1e-5 of a [0, 1] pixel (a grey level is 4e-3)
     # the 8-bit resize that older runs record: PIL on uint8, within a grey level of the float one
-    old = Preprocess(96, resize="bilinear").resized(rgb)
-    np.testing.assert_array_equal(old, np.asarray(Image.fromarray(rgb).resize((96, 96), Image.BILINEAR)))
-    assert 0 < np.abs(old - Preprocess(96).resized(rgb)).max() <= 1.0
+    old = Preprocess(96, resize="bilinear").planes(rgb)
+    resized_8bit = np.asarray(Image.fromarray(rgb).resize((96, 96), Image.BILINEAR))
+    np.testing.assert_array_equal(old, resized_8bit.transpose(2, 0, 1))
+    assert 0 < np.abs(old - Preprocess(96).planes(rgb)).max() <= 1.0
 
 
 def test_a_faint_line_survives_the_float_resize_and_not_the_8_bit_one():
@@ -152,14 +153,14 @@ def test_a_faint_line_survives_the_float_resize_and_not_the_8_bit_one():
     grey = np.full((300, 300, 3), 120, np.uint8)
     grey[:, 150] += 1  # a one-pixel line, one grey level brighter
     size = 100
-    float_map = Preprocess(size).resized(grey)[..., 0]
-    eight_bit = Preprocess(size, resize="bilinear").resized(grey)[..., 0]
+    float_map = Preprocess(size).planes(grey)[0]
+    eight_bit = Preprocess(size, resize="bilinear").planes(grey)[0]
     assert float_map.max() - float_map.min() > 0.2  # the line is still there (a third of a level)
     assert eight_bit.max() == eight_bit.min() == 120  # rounded away
     # an image already at size is passed through unchanged by both
     same = np.random.default_rng(1).integers(0, 256, (size, size, 3), dtype=np.uint8)
     for method in ("bilinear_float", "bilinear"):
-        np.testing.assert_array_equal(Preprocess(size, resize=method).resized(same), same)
+        np.testing.assert_array_equal(Preprocess(size, resize=method).planes(same), same.transpose(2, 0, 1))
 
 
 def test_preprocessing_names_an_unknown_resize_and_reads_older_meta():
