@@ -35,8 +35,8 @@ class Preprocess:
 
     ``resize`` (one of :data:`RESIZE_METHODS`): ``bilinear_float`` resizes each channel as floats,
     as anomalib's torchvision pre-processor does; ``bilinear`` rounds the resized image to 8 bits,
-    which erases part of a faint defect's contrast (ELPV cracks: 0.854 against 0.865 image AUROC
-    for PatchCore, docs/benchmarks.md) and is kept so that older runs score exactly as made.
+    which erases part of a faint defect's contrast (PaDiM on ELPV poly: 0.4 points lower on each of
+    three draws, docs/benchmarks.md) and is kept so that older runs score exactly as made.
     """
 
     image_size: int
