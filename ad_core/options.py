@@ -28,6 +28,8 @@ class TrainOptions:
     epochs: int | None = None
     patience: int = 5
     val_fraction: float = 0.1
+    merge_val: bool = True
+    """after the held-out images calibrate the threshold, add them to PatchCore's bank / PaDiM's statistics"""
     weights: str | Path | None = None
     allow_download: bool | None = None
     progress: bool = True
@@ -77,7 +79,7 @@ class TrainOptions:
 
     def logged(self) -> dict[str, Any]:
         """The options worth recording (meta.json, MLflow, tuning files): plain values only."""
-        keep = ("seed", "batch_size", "epochs", "patience", "val_fraction", "device", "precision")
+        keep = ("seed", "batch_size", "epochs", "patience", "val_fraction", "merge_val", "device", "precision")
         return {k: getattr(self, k) for k in keep}
 
     def progress_of(self, stage: str, done: int, total: int) -> None:

@@ -198,7 +198,14 @@ def train(
 
 
 def _fill_run(job: FitJob, run: RunDir, category: str, tracker) -> dict[str, Any]:
-    """Fit, calibrate on held-out normal images and write every file of the run into ``run``."""
+    """Fit, calibrate on held-out normal images and write every file of the run into ``run``.
+
+    The threshold and the score range come from the held-out images scored by the model that has not
+    seen them. PatchCore and PaDiM then absorb those images (``merge_val``, the default), so the
+    deployed model is fitted on every normal image. A bigger bank or a better-estimated Gaussian
+    scores unseen normal images the same or a little lower, so the threshold errs toward fewer
+    false alarms (docs/benchmarks.md measures both effects).
+    """
     ad_model, options = job.model, job.options
     for sub in RUN_SUBDIRS:
         (run.path / sub).mkdir(exist_ok=True)
@@ -208,9 +215,13 @@ def _fill_run(job: FitJob, run: RunDir, category: str, tracker) -> dict[str, Any
     scores, _ = ad_model.score_paths(
         calib, options.batch_size, options.num_workers, options.progress, "validation scores", options.on_progress
     )
+    merged = ad_model.absorb(job.val, options) if options.merge_val and job.val else None
+    if merged is not None:
+        fit_result["merged_val"] = merged
     extra = {
         "train_images": len(job.train),
         "val_images": len(job.val),
+        "val_merged": merged is not None,
         "seed": options.seed,
         **ad_model.fit_info,
         "fit": fit_result,

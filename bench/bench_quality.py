@@ -31,12 +31,13 @@ Usage::
 
 ``--proxy`` also reports how well the synthetic-anomaly proxy of ``ad-core select`` ranks a set of
 configurations against their real test AUROC (Spearman), per set.
-Writes ``bench/results/quality.json`` and prints markdown tables for ``docs/benchmarks.md``.
+Writes ``bench/results/quality.json`` (``quality_merge_val_off.json`` with ``--merge_val off``) and prints markdown tables for ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import statistics
@@ -138,19 +139,27 @@ def auroc_vs_normals(normal_scores: np.ndarray, scores: np.ndarray) -> float:
 
 
 # -- ours ----------------------------------------------------------------------------------------------
-def run_ours(model: str, data_root: Path, category: str, tmp: Path) -> dict:
+def run_ours(model: str, data_root: Path, category: str, tmp: Path, merge_val: bool = True) -> dict:
     from ad_core import evaluate, load_bundle, train
     from ad_core.data.images import read_image
     from ad_core.data.layout import resolve_category
     from ad_core.runtime import open_scorer
 
     t0 = time.perf_counter()
-    run = train(model, category, data_root, tmp / "models", progress=False)
+    run = train(model, category, data_root, tmp / "models", progress=False, merge_val=merge_val)
     fit_s = time.perf_counter() - t0
+    val_threshold = load_bundle(run).meta["image_threshold_auto"]  # from held-out normals; evaluate replaces it
     report = evaluate(run, data_root, save_images=False, progress=False)
+    with open(run / "test_result" / "predictions.csv") as fh:
+        predictions = list(csv.DictReader(fh))
+    raw = np.array([float(r["raw_score"]) for r in predictions])
+    is_anomaly = np.array([r["label"] == "anomaly" for r in predictions])
     out = {
         "image_auroc": report["image_auroc"],
         "pixel_auroc": report["pixel_auroc"],
+        # the threshold training calibrated (no test labels): false alarms on test normals, defects caught
+        "val_threshold_fpr": float((raw[~is_anomaly] >= val_threshold).mean()),
+        "val_threshold_recall": float((raw[is_anomaly] >= val_threshold).mean()),
         "fit_s": fit_s,
         "hparams": {k: v for k, v in load_bundle(run).model.hparams.items()},
     }
@@ -354,6 +363,12 @@ def main() -> None:
     ap.add_argument(
         "--max_train", type=int, default=200, help="train both sides on at most this many normal images (200)"
     )
+    ap.add_argument(
+        "--merge_val",
+        choices=("on", "off"),
+        default="on",
+        help="ours: add the held-out calibration images to the bank / statistics (default on, as `train`)",
+    )
     ap.add_argument("--fresh", action="store_true", help="recompute anomalib's cached results")
     ap.add_argument("--no_anomalib", action="store_true", help="ours only (cached anomalib rows still shown)")
     ap.add_argument("--proxy", action="store_true", help="also rank configurations by the proxy (slow)")
@@ -378,7 +393,7 @@ def main() -> None:
                         )
                 continue
             for model in args.models:
-                ours = run_ours(model, root, category, Path(tmp))
+                ours = run_ours(model, root, category, Path(tmp), args.merge_val == "on")
                 key = _key(model, root, category, args.anomalib_coreset)
                 if key not in cache and not args.no_anomalib:
                     cache[key] = run_anomalib(model, root, category, args.anomalib_coreset)
@@ -392,7 +407,9 @@ def main() -> None:
                 print(f"proxy ranking on {label}:")
                 proxies.append({"set": label, **proxy_ranking(args.models, root, category)})
                 _save_proxies(proxies)
-    (RESULTS / "quality.json").write_text(json.dumps(rows, indent=1, default=str))
+    (RESULTS / ("quality.json" if args.merge_val == "on" else "quality_merge_val_off.json")).write_text(
+        json.dumps(rows, indent=1, default=str)
+    )
     print_tables(rows, proxies)
 
 

@@ -25,6 +25,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
     given = {k: getattr(args, k, None) for k in TrainOptions.names()}
     given["batch_size"] = args.batch
+    if isinstance(given.get("merge_val"), str):
+        given["merge_val"] = given["merge_val"] == "on"
     return {k: v for k, v in given.items() if v is not None}
 
 

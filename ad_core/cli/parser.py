@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (default 5)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--val_fraction", type=float, default=None, help="normal images held out for validation (0.1)")
+    p.add_argument(
+        "--merge_val",
+        choices=("on", "off"),
+        default=None,
+        help="after calibrating on the held-out images, add them to PatchCore's bank / PaDiM's statistics "
+        "(default on)",
+    )
     p.add_argument("--weights", default=None, help="explicit backbone weights file (.pth or .safetensors)")
     p.add_argument("--allow_download", action="store_true", default=None, help="allow downloading weights")
     p.add_argument("--test", action="store_true", help="run the performance test right after training")

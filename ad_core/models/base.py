@@ -112,6 +112,15 @@ class AnomalyModel(ABC):
             raise ADCoreError(f"{self.name} has no memory bank or statistics to merge")
         return self.fit(train, val, cfg)
 
+    def absorb(self, paths: Sequence[Path], cfg: FitConfig) -> dict[str, Any] | None:
+        """Add more normal images to the fitted model without refitting it; ``None``: this model cannot.
+
+        Training calls it with the held-out images once they have calibrated the threshold, so the
+        deployed bank or statistics see every normal image. PatchCore extends its bank and PaDiM merges
+        its statistics (as ``--load_bank`` / ``--load_stats`` do); trained models keep their weights.
+        """
+        return None
+
     def previous_arrays(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, np.ndarray]:
         """The arrays to merge new images into (``--load_bank`` / ``--load_stats``), completed from meta.json."""
         return arrays

@@ -174,11 +174,15 @@ class Padim(BackboneModel):
                 "stats.npz has no 'n_samples' and meta.json no 'train_images': merging needs the number of images "
                 "the statistics came from; retrain without --load_stats to rebuild them from the new images"
             )
+        return self.absorb(train, cfg)
+
+    def absorb(self, paths: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
+        """Merge the images into the statistics exactly (as a fit on all the images would give them)."""
         if self.covariance is None:  # seed-era stats.npz: recover the covariance from its inverse
             inv = self.module.gaussian.inv_covariance.double().cpu().numpy()
             self.covariance = _unshrink(np.linalg.inv(inv) - REG * np.eye(inv.shape[-1]), self.hparams["shrinkage"])
         n0, mean0 = self.n_samples, self.module.gaussian.mean.double().cpu().numpy()
-        n1, total1, outer1 = self._moments(train, cfg)
+        n1, total1, outer1 = self._moments(paths, cfg)
         mean1 = total1 / n1
         scatter1 = outer1 - n1 * np.einsum("ci,di->icd", mean1, mean1)
         # Chan et al.'s pairwise update: no cancellation between large sums of squares

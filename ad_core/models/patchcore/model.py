@@ -88,8 +88,12 @@ class PatchCore(BackboneModel):
         if previous is None:
             return self.fit(train, val, cfg)
         self.set_artifacts(previous)
+        return self.absorb(train, cfg)
+
+    def absorb(self, paths: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
+        """Extend the bank with ``coreset_ratio`` of the images' patch features, greedy continued from it."""
         old = self.module.memory_bank
-        embeddings = self._embed_paths(train, cfg)
+        embeddings = self._embed_paths(paths, cfg)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
         idx = self._coreset(embeddings, k, cfg.seed, existing=old.to(embeddings.device), cfg=cfg)
         self.module.memory_bank = torch.cat(
