@@ -101,6 +101,15 @@ class FitJob:
     train: list[Path]
     val: list[Path]
 
+    def absorb_val(self) -> dict[str, Any] | None:
+        """PatchCore / PaDiM: add the held-out images to the fitted model (``merge_val``); ``None`` when not done.
+
+        Call it after the held-out images have been scored for calibration: from then on they are in the model.
+        """
+        if not (self.options.merge_val and self.val):
+            return None
+        return self.model.absorb(self.val, self.options)
+
     @property
     def cfg(self) -> TrainOptions:
         """The options the model's fit receives."""
@@ -215,7 +224,7 @@ def _fill_run(job: FitJob, run: RunDir, category: str, tracker) -> dict[str, Any
     scores, _ = ad_model.score_paths(
         calib, options.batch_size, options.num_workers, options.progress, "validation scores", options.on_progress
     )
-    merged = ad_model.absorb(job.val, options) if options.merge_val and job.val else None
+    merged = job.absorb_val()
     if merged is not None:
         fit_result["merged_val"] = merged
     extra = {

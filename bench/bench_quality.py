@@ -189,7 +189,10 @@ def _latency(fn, images: list[np.ndarray], warmup: int = 3) -> float:
 
 
 def previous_defaults(model: str) -> dict:
-    """The hyperparameters our defaults had before December (the ``legacy`` values: 8-bit resize; PaDiM: 100 channels)."""
+    """The hyperparameters our defaults had before December (the ``legacy`` values: 8-bit resize; PaDiM: 100 channels).
+
+    The training option that changed with them (``merge_val``) is set where the previous run is trained.
+    """
     from ad_core.models.registry import get_spec
     from ad_core.models.spec import NOT_LEGACY
 
@@ -210,7 +213,8 @@ def latency_against_previous(model: str, data_root: Path, category: str, tmp: Pa
     if not old:
         return None
     new_run = train(model, category, data_root, tmp / "lat_new", progress=False)
-    old_run = train(model, category, data_root, tmp / "lat_old", progress=False, **old)
+    # before merge_val the bank / statistics held the 90 % of the normal images training was fitted on
+    old_run = train(model, category, data_root, tmp / "lat_old", progress=False, merge_val=False, **old)
     scorers = {"new": open_scorer(new_run), "previous": open_scorer(old_run)}
     data = resolve_category(data_root, category, require_test=True)
     images = [read_image(s.path) for s in data.test[:: max(1, len(data.test) // 25)]][:25]

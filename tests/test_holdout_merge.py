@@ -70,10 +70,8 @@ def test_the_held_out_images_calibrate_first_and_then_join_the_model(model, samp
 
 
 def test_merge_val_off_from_the_command_line_and_on_models_that_train(sample_root, tmp_path, capsys):
-    rc = main(
-        ["train", "--model", "padim", "--category", CAT, "--data_root", str(sample_root)]
-        + ["--models_root", str(tmp_path), "--image_size", "96", "--merge_val", "off"]
-    )
+    flags = ["--category", CAT, "--data_root", str(sample_root), "--models_root", str(tmp_path)]
+    rc = main(["train", "--model", "padim", *flags, "--image_size", "96", "--merge_val", "off"])
     assert rc == 0, capsys.readouterr().err
     (run,) = (tmp_path / "PaDiM" / CAT).iterdir()
     meta = _meta(run)

@@ -90,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--merge_val",
         choices=("on", "off"),
         default=None,
-        help="after calibrating on the held-out images, add them to PatchCore's bank / PaDiM's statistics "
-        "(default on)",
+        help="after calibrating on the held-out images, add them to PatchCore's bank / PaDiM's statistics (default on)",
     )
     p.add_argument("--weights", default=None, help="explicit backbone weights file (.pth or .safetensors)")
     p.add_argument("--allow_download", action="store_true", default=None, help="allow downloading weights")

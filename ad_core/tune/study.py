@@ -211,6 +211,8 @@ class _Objective:
         except (ConfigError, TrainingDiverged) as exc:
             trial.set_user_attr("error", str(exc))
             raise
+        if self.proxy is None:  # as training does; the proxy's held-out images are what it scores, so they stay out
+            job.absorb_val()
         labels, scores = self._scores(job.model)
         f1 = best_f1_threshold(labels, scores)
         result = {"image_auroc": _auroc(labels, scores), "image_f1": f1["f1"], "threshold": f1["threshold"]}
