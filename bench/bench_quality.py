@@ -411,6 +411,8 @@ def main() -> None:
                 print(f"proxy ranking on {label}:")
                 proxies.append({"set": label, **proxy_ranking(args.models, root, category)})
                 _save_proxies(proxies)
+    if args.latency_only:  # nothing else was measured: keep the last quality run's results
+        return
     (RESULTS / ("quality.json" if args.merge_val == "on" else "quality_merge_val_off.json")).write_text(
         json.dumps(rows, indent=1, default=str)
     )
