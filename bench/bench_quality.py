@@ -31,7 +31,10 @@ Usage::
 
 ``--proxy`` also reports how well the synthetic-anomaly proxy of ``ad-core select`` ranks a set of
 configurations against their real test AUROC (Spearman), per set.
-Writes ``bench/results/quality.json`` (``quality_merge_val_off.json`` with ``--merge_val off``) and prints markdown tables for ``docs/benchmarks.md``.
+``--merge_val off`` trains ours without absorbing the held-out calibration images (the behaviour
+before ``merge_val``), to measure what that step changes.
+Writes ``bench/results/quality.json`` (``quality_merge_val_off.json`` with ``--merge_val off``) and
+prints markdown tables for ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pytest
 
 from ad_core import train
 from ad_core.cli import main
+from ad_core.data.images import read_image
 from ad_core.data.layout import resolve_category
 from ad_core.fileio import load_npz
 from ad_core.models import FitConfig, create_model
@@ -58,8 +59,6 @@ def test_the_held_out_images_calibrate_first_and_then_join_the_model(model, samp
         np.testing.assert_array_equal(bank_on[: len(bank_off)], bank_off)  # the fitted bank, then held-out rows
 
     # the held-out images are now part of the model: it scores them lower than the model without them
-    from ad_core.data.images import read_image
-
     images = [read_image(p) for p in val]
     before = open_scorer(kept_out, "torch")(images).raw_score
     after = open_scorer(merged, "torch")(images).raw_score
