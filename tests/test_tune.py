@@ -216,6 +216,7 @@ def test_two_workers_share_one_study(sample_root, tmp_path, kind):
     assert len(workers) == 2, workers
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))
     assert not [t for t in study.trials if t.state.name == "FAIL"]
+    assert sum(t.user_attrs.get("start") == "model defaults" for t in study.trials) == 1  # queued once, not per worker
 
 
 def test_trained_models_report_each_epoch_and_hopeless_trials_are_pruned(sample_root, tmp_path):
@@ -367,3 +368,29 @@ def test_workers_starting_together_on_a_new_sqlite_database_all_open_it(tmp_path
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(e[-600:] for e in errors if e)
     assert optuna.load_study(study_name="s", storage=open_storage(db)).study_name == "s"
+
+
+def test_queued_trials_run_once_each_when_workers_share_a_sqlite_study(tmp_path):
+    """SQLite ignores SELECT FOR UPDATE: two workers could both take one queued trial, and the second to finish
+    died with "Cannot tell a COMPLETE trial" (CI, once; optuna#4621). 60 queued trials, two workers popping
+    as fast as they can: without the fix this failed 3 runs out of 3."""
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=open_storage(db))
+    n = 60
+    for i in range(n):
+        study.enqueue_trial({"x": float(i)})
+    script = (
+        "import sys, optuna; from ad_core.tune import open_storage\n"
+        "optuna.logging.set_verbosity(optuna.logging.ERROR)\n"
+        "study = optuna.load_study(study_name='q', storage=open_storage(sys.argv[1]))\n"
+        "study.optimize(lambda t: t.suggest_float('x', 0, 1000), n_trials=int(sys.argv[2]))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, db, str(n // 2)], stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(e[-600:] for e in errors if e)
+    trials = optuna.load_study(study_name="q", storage=open_storage(db)).trials
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    assert sorted(t.params["x"] for t in trials) == [float(i) for i in range(n)]  # each queued point ran once

@@ -1,6 +1,8 @@
 """Optuna storages: a local SQLite file by default, any database URL, or a journal file for NFS.
 
-Workers that start together on a new SQLite database retry while another creates its tables.
+Workers that start together on a new SQLite database retry while another creates its tables. On SQLite,
+each transaction takes the write lock when it begins (``BEGIN IMMEDIATE``): SQLite ignores ``SELECT ... FOR
+UPDATE``, so without it two workers could both read one queued trial as waiting and both run it (optuna#4621).
 """
 
 from __future__ import annotations
@@ -39,12 +41,35 @@ def _rdb_storage(url: str, engine_kwargs: dict):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
+            if url.startswith("sqlite"):
+                _lock_on_begin(storage.engine)
+            return storage
         except Exception as exc:
             if attempt == 5 or not _schema_race(exc):
                 raise
             time.sleep(0.2 * (attempt + 1))  # the other worker has made the tables a moment later
     raise AssertionError("unreachable")
+
+
+def _lock_on_begin(engine) -> None:
+    """Make every transaction on this SQLite engine ``BEGIN IMMEDIATE``, so a read-then-write is atomic.
+
+    Python's sqlite3 opens a transaction only at the first write, so Optuna's "is this trial still waiting?
+    then mark it running" would run its read outside any lock. The SQLAlchemy recipe for pysqlite: let the
+    driver autocommit and emit the BEGIN ourselves. Pooled connections made before are dropped.
+    """
+    from sqlalchemy import event
+
+    def connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    def begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", connect)
+    event.listen(engine, "begin", begin)
+    engine.dispose()
 
 
 def open_storage(url: str | Path):

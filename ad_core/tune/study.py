@@ -81,7 +81,7 @@ def tune(
         from ad_core.tracking import client
 
         client(mlflow)  # fail before any trial when the tracking store is unreachable
-    the_study = _open_study(store, study or f"{spec.name}-{category}", pruner, spec.trained)
+    the_study, created = _open_study(store, study or f"{spec.name}-{category}", pruner, spec.trained)
     identity = {"model": spec.name, "category": category, "metric": metric, "search_space": space.to_dict()}
     if objective != "test":
         identity["objective"] = objective
@@ -89,7 +89,7 @@ def tune(
     run_dir = _run_dir(the_study, run_dir, category_dir)
     tracker = _start_tracker(mlflow, spec, category, the_study.study_name, metric, trials, train_opts, space)
     primary, secondary = METRICS[metric]
-    if not the_study.trials:  # a new study: the defaults first (workers starting together enqueue it once)
+    if created:  # a new study: the defaults first, queued by the one worker whose create_study made it
         the_study.enqueue_trial(space.default_trial(), user_attrs={"start": "model defaults"}, skip_if_exists=True)
 
     after_trial = _after_trial(the_objective.stop, tracker, log if show else None, on_trial, primary, secondary)
@@ -241,7 +241,12 @@ class _Objective:
 
 
 def _open_study(store, name: str, pruner, trained: bool):
-    """Create or load the study. The sampler is not seeded: two workers must not propose the same points."""
+    """``(study, created)``: create the study, or load it when it exists (``created`` False).
+
+    The sampler is not seeded: two workers must not propose the same points. Of workers starting together
+    on a new study, the storage lets exactly one create it (the name is unique), so only that one queues the
+    defaults; checking for an empty study would let both see it empty and queue them twice.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -249,14 +254,11 @@ def _open_study(store, name: str, pruner, trained: bool):
         pruner = (
             optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if trained else optuna.pruners.NopPruner()
         )
-    return optuna.create_study(
-        storage=store,
-        study_name=name,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(),
-        pruner=pruner,
-    )
+    how = {"storage": store, "study_name": name, "sampler": optuna.samplers.TPESampler(), "pruner": pruner}
+    try:
+        return optuna.create_study(direction="maximize", **how), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(**how), False
 
 
 def _start_tracker(mlflow, spec, category, study_name, metric, trials, train_opts, space):
