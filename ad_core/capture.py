@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ad_core.errors import ConfigError
+from ad_core.fileio import PNG_COMPRESS_LEVEL
 
 MODES = ("off", "flagged", "all")
 
@@ -177,7 +178,7 @@ class FieldCapture:
         }
         png, side = self.folder / f"{stem}.png", self.folder / f"{stem}.json"
         tmp_png, tmp_side = self.folder / f".{stem}.png.part", self.folder / f".{stem}.json.part"
-        Image.fromarray(result.image).save(tmp_png, format="PNG")
+        Image.fromarray(result.image).save(tmp_png, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         tmp_side.write_text(json.dumps(sidecar, indent=1))
         os.replace(tmp_png, png)  # the image first: a sidecar always has its image
         os.replace(tmp_side, side)

