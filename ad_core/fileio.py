@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-# PNG pictures (test results, predictions, captured frames) are written at zlib level 1: lossless, about
-# 4x faster than PIL's default 6 for a 20 % larger file (a 900 px overlay: 68 ms against 287 ms), which
-# is what a test run of hundreds of pictures or a capture keeping up with a 30 Hz camera needs
+# PNG pictures (test results, predictions, captured frames) are written at zlib level 1: lossless, 2.5x
+# (camera frames) to 4x (test overlays) faster than PIL's default 6, for files 15-26 % larger
+# (bench/bench_pictures.py): a test run writes its pictures in seconds, the capture thread takes less of
+# a Jetson's CPU and drops fewer frames
 PNG_COMPRESS_LEVEL = 1
 
 
