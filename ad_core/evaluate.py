@@ -82,7 +82,7 @@ def _save_pictures(out: Path, samples, norm_maps, threshold: float, progress: bo
     """Overlay with the predicted defect outlined, and the predicted mask, per image (pixel-normalised maps).
 
     Written by a few threads (decoding, resizing and PNG encoding release the GIL) at a fast PNG level:
-    5.7x faster than one by one at PIL's default on 2 cores (bench/bench_pictures.py).
+    about 5x faster than one by one at PIL's default on 2 cores (bench/bench_pictures.py).
     """
     from concurrent.futures import ThreadPoolExecutor
 
