@@ -25,6 +25,27 @@ TEST_SETTINGS = {
 TRAIN_IMAGES = {"efficientad": 12}
 
 
+def module_forward(bundle, batch):
+    """The reference for our graph and head: the model module's own forward (anomalib's, or the VAE's).
+
+    PatchCore's bank holds whitened rows (``whiten``); anomalib's forward gets the same matrix applied
+    to its embedding, so its own search, re-weighting and map stay the reference.
+    """
+    import torch
+
+    module = bundle.model.module.eval()
+    w = getattr(bundle.model, "whitening", None)
+    with torch.no_grad():
+        if w is None:
+            return module(batch)
+        plain = module.generate_embedding
+        module.generate_embedding = lambda features: torch.einsum("bchw,cd->bdhw", plain(features), w)
+        try:
+            return module(batch)
+        finally:
+            del module.generate_embedding
+
+
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import module_forward
 from PIL import Image
 
 from ad_core import list_models, load_bundle
@@ -122,10 +123,8 @@ def test_train_retrain_convtrt_infer(model, trained, new_root, tmp_path, capsys,
     assert [Path(r["file"]).name for r in rows] == [s.path.name for s in data.test]
     assert all(float(r["latency_ms"]) > 0 for r in rows)
     engine_bundle = load_bundle(bundle_dir, weights=retrained / "model.pth", arrays=_arrays(model, retrained))
-    with torch.no_grad():  # the reference: the retrained module's own forward (anomalib's, or the VAE's)
-        ref = engine_bundle.model.module.eval()(
-            torch.stack([engine_bundle.preprocess(_rgb(s.path)) for s in data.test])
-        )
+    # the reference: the retrained module's own forward (anomalib's, or the VAE's)
+    ref = module_forward(engine_bundle, torch.stack([engine_bundle.preprocess(_rgb(s.path)) for s in data.test]))
     ref_scores = ref.pred_score.reshape(-1).numpy()
     raw = np.array([float(r["raw_score"]) for r in rows])
     np.testing.assert_allclose(raw, ref_scores, rtol=RTOL)

@@ -81,9 +81,9 @@ def test_faiss_gpu_index_matches_cpu(trained, images):
     np.testing.assert_allclose(gpu_score, cpu_score, rtol=1e-4)
     np.testing.assert_allclose(gpu_map, cpu_map, rtol=1e-4, atol=1e-4)
     # and the CPU default, the pruned exact search, agrees with both
-    cells_score, cells_map = PatchcoreHead(bank, scorer.search.num_neighbors, engine="cells")(
-        [embedding], scorer.image_size
-    )
+    cells_score, cells_map = PatchcoreHead(
+        bank, scorer.search.num_neighbors, engine="cells", whitening=scorer.search.whitening
+    )([embedding], scorer.image_size)
     np.testing.assert_allclose(cells_score, gpu_score, rtol=1e-4)
     np.testing.assert_allclose(cells_map, gpu_map, rtol=1e-4, atol=1e-4)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import module_forward
 
 from ad_core import list_models, load_bundle
 from ad_core.data.images import read_image
@@ -37,8 +38,8 @@ def test_onnxruntime_matches_torch_model(model, evaluated, images, tmp_path):
     assert meta["model"] == model and meta["image_size"] == str(bundle.meta["image_size"])
     assert meta["graph"] == ("embedding" if model == "patchcore" else "score")
 
-    with torch.no_grad():  # the reference: the anomalib / VAE module's own forward, not our graph and head
-        reference = bundle.model.module.eval()(torch.stack([bundle.preprocess(im) for im in images]))
+    # the reference: the anomalib / VAE module's own forward, not our graph and head
+    reference = module_forward(bundle, torch.stack([bundle.preprocess(im) for im in images]))
     ref_raw = reference.pred_score.reshape(-1).numpy()
     ref_norm = bundle.normalize(ref_raw)
     m = bundle.meta

@@ -38,6 +38,7 @@ class PatchcoreHead:
         num_neighbors: int = 9,
         source: str | Path = "memory_bank.npz",
         engine: str = "auto",
+        whitening: np.ndarray | None = None,
     ) -> None:
         if engine not in BANK_SEARCHES:
             raise BundleError(f"bank search {engine!r}: choose one of {', '.join(BANK_SEARCHES)}")
@@ -46,6 +47,15 @@ class PatchcoreHead:
             raise BundleError(f"{source}: the memory bank must be a finite (N, D) array with N > 0, got {bank.shape}")
         self.source = source
         self.bank = bank
+        self.whitening = None
+        if whitening is not None:
+            whitening = np.ascontiguousarray(whitening, np.float32)
+            if whitening.shape != (bank.shape[1], bank.shape[1]) or not np.isfinite(whitening).all():
+                raise BundleError(
+                    f"{source}: 'whitening' must be a finite ({bank.shape[1]}, {bank.shape[1]}) array to match "
+                    f"the memory bank's width, got {whitening.shape}"
+                )
+            self.whitening = whitening
         self.num_neighbors = int(num_neighbors)
         self.on_gpu = False
         self.timings: dict[str, float] = {"bank_search": 0.0}
@@ -71,12 +81,14 @@ class PatchcoreHead:
     def open(
         cls, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None, source: str | Path, bank_search: str = "auto"
     ) -> PatchcoreHead:
-        """The head for a bundle: its ``memory_bank`` array and meta.json's ``num_neighbors``."""
+        """The head for a bundle: its ``memory_bank`` (and ``whitening``) arrays and meta.json's ``num_neighbors``."""
         if arrays is None:
             raise BundleError(f"{source}: PatchCore needs its memory_bank.npz (-m / --memory_bank)")
         if "memory_bank" not in arrays:
             raise BundleError(f"{source}: no array named 'memory_bank' inside")
-        return cls(arrays["memory_bank"], int(meta.get("num_neighbors", 9)), source, bank_search)
+        return cls(
+            arrays["memory_bank"], int(meta.get("num_neighbors", 9)), source, bank_search, arrays.get("whitening")
+        )
 
     @property
     def width(self) -> int:
@@ -112,6 +124,8 @@ class PatchcoreHead:
             )
         start = time.perf_counter()
         flat = np.ascontiguousarray(embedding.transpose(0, 2, 3, 1).reshape(-1, d))
+        if self.whitening is not None:  # the bank's rows were whitened the same way (``whiten``)
+            flat = flat @ self.whitening
         dist, loc = self._search(flat, 1)
         patch_scores, locations = dist.reshape(b, h * w), loc.reshape(b, h * w)
         rows = np.arange(b)

@@ -19,6 +19,23 @@ from ad_core.models.patchcore.coreset import k_center_greedy, k_center_greedy_pl
 from ad_core.models.patchcore.graph import EmbeddingGraph
 
 
+def whitening_matrix(embeddings: torch.Tensor, shrinkage: float) -> torch.Tensor:
+    """``C^(-1/2)`` of the patch features' covariance, shrunk toward its mean variance (float32 ``(D, D)``).
+
+    ``C = (1 - s) S + s tr(S)/D I + 0.01 I`` (PaDiM's estimator, pooled over every position): directions
+    along which normal patches vary a lot (the grain of a texture) count less in the bank's distances,
+    directions in which they hardly vary count more, as in PaDiM's Mahalanobis distance.
+    """
+    x = embeddings.reshape(-1, embeddings.shape[-1]).double()
+    d = x.shape[1]
+    cov = torch.cov(x.T)
+    eye = torch.eye(d, dtype=torch.float64, device=x.device)
+    cov = (1 - shrinkage) * cov + (shrinkage * torch.trace(cov) / d + 0.01) * eye
+    values, vectors = np.linalg.eigh(cov.cpu().numpy())
+    w = (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
+    return torch.from_numpy(w.astype(np.float32)).to(embeddings.device)
+
+
 class PatchCore(BackboneModel):
     """Nearest-neighbour distance of patch features to a coreset of normal patch features."""
 
@@ -32,6 +49,10 @@ class PatchCore(BackboneModel):
             pre_trained=False,
             num_neighbors=self.hparams["num_neighbors"],
         ).eval()
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        self.whitening: torch.Tensor | None = None  # (D, D), applied to every embedding before the bank
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -48,9 +69,17 @@ class PatchCore(BackboneModel):
             chunks.append(self.embed(self.on_device(batch["image"])))
         return torch.cat(chunks)
 
+    def _whiten(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The embeddings in the bank's space: multiplied by ``whitening`` where the model has one."""
+        w = self.whitening
+        return embeddings if w is None else embeddings @ w.to(embeddings.device, embeddings.dtype)
+
     def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
-        """Embed all training patches, then keep a k-center greedy coreset of them."""
+        """Embed all training patches (whitened with ``whiten`` > 0), then keep a k-center greedy coreset of them."""
         embeddings = self._embed_paths(train, cfg)
+        s = float(self.hparams.get("whiten") or 0.0)
+        self.whitening = whitening_matrix(embeddings, s) if s > 0 else None
+        embeddings = self._whiten(embeddings)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
         idx = self._coreset(embeddings, k, cfg.seed, cfg=cfg)
         self.module.memory_bank = embeddings[idx.to(embeddings.device)].contiguous()
@@ -93,7 +122,7 @@ class PatchCore(BackboneModel):
     def absorb(self, paths: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
         """Extend the bank with ``coreset_ratio`` of the images' patch features, greedy continued from it."""
         old = self.module.memory_bank
-        embeddings = self._embed_paths(paths, cfg)
+        embeddings = self._whiten(self._embed_paths(paths, cfg))
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
         idx = self._coreset(embeddings, k, cfg.seed, existing=old.to(embeddings.device), cfg=cfg)
         self.module.memory_bank = torch.cat(
@@ -112,8 +141,11 @@ class PatchCore(BackboneModel):
         return {"memory_bank": self.module.memory_bank}
 
     def artifacts(self) -> dict[str, np.ndarray]:
-        """The memory bank as float32 ``(N, D)``."""
-        return {"memory_bank": self.module.memory_bank.cpu().numpy().astype(np.float32)}
+        """The memory bank as float32 ``(N, D)``, and the ``whitening`` ``(D, D)`` its rows went through."""
+        out = {"memory_bank": self.module.memory_bank.cpu().numpy().astype(np.float32)}
+        if self.whitening is not None:
+            out["whitening"] = self.whitening.cpu().numpy().astype(np.float32)
+        return out
 
     def set_artifacts(self, arrays: dict[str, np.ndarray] | None) -> None:
         """Install the memory bank, checking its width against the backbone's embedding."""
@@ -127,3 +159,9 @@ class PatchCore(BackboneModel):
                 f"({self.hparams['backbone']}, layers {self.hparams['layers']}) needs (N, {width}) with N > 0"
             )
         self.module.memory_bank = bank.to(self.device.torch())
+        self.whitening = None
+        if "whitening" in arrays:
+            w = np.asarray(arrays["whitening"], np.float32)
+            if w.shape != (width, width):
+                raise BundleError(f"memory_bank.npz: whitening has shape {w.shape}, expected ({width}, {width})")
+            self.whitening = torch.from_numpy(w).to(self.device.torch())

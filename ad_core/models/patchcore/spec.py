@@ -18,6 +18,17 @@ SPEC = ModelSpec(
             log=True,
         ),
         Param("num_neighbors", int, 9, "neighbours used to re-weight the image score", low=1, high=50),
+        Param(
+            "whiten",
+            float,
+            0.0,
+            "whiten the patch features before the bank (0: off, as anomalib; 0.1 is PaDiM's shrinkage): a search "
+            "in Mahalanobis distance, s shrinking the covariance toward its mean variance, (1-s) S + s tr(S)/D I; "
+            "better on textures, but the bank search can no longer skip rows (2-3x the CPU latency, "
+            "docs/benchmarks.md)",
+            low=0.0,
+            high=1.0,
+        ),
     ),
     trained=False,
     description="PatchCore (Roth et al. 2022): nearest-neighbour patch distances to a coreset memory bank",
@@ -30,6 +41,7 @@ SPEC = ModelSpec(
     merge_flag="load_bank",
     tune_dims=("backbone", "layers", "coreset_ratio"),
     proxy_variants=(
+        {"whiten": 0.1},  # search in Mahalanobis distance
         {"layers": ["blocks.2", "blocks.4", "blocks.6"]},
         {"layers": ["blocks.4"]},
         {"coreset_ratio": 0.01},
