@@ -97,6 +97,14 @@ def test_unstructured_bank_goes_to_faiss_and_stays_exact(k):
     assert forced.stats["faiss"] == 0
 
 
+def test_probe_share_tells_a_prunable_bank_from_one_that_is_not():
+    """What PatchCore's ``whiten_mode`` auto reads: the share of the bank the pruned scan computes."""
+    bank = clustered(3000, 152, seed=0)
+    assert CellIndex(bank, fallback=False).probe_share(near_and_far(bank, 1000, 24)) < 0.5 * CellIndex.pays_below
+    flat = uniform(3000, 64, seed=0)
+    assert CellIndex(flat, fallback=False).probe_share(uniform(1024, 64, seed=1)) > CellIndex.pays_below
+
+
 def test_more_accurate_than_the_blas_expansion():
     """FAISS's |q|^2 + |b|^2 - 2 q.b (its BLAS path, taken for a patch grid's 1,024 queries) loses
     digits for near neighbours of long vectors; direct sums do not."""

@@ -47,6 +47,9 @@ def test_bottle_auroc_with_bundled_backbone(model, extra, tmp_path):
 
     # the pixel threshold (seed 003) is stored beside the image keys, and cuts test_result's masks
     meta = json.loads((run / "pytorch" / "meta.json").read_text())
+    if model == "patchcore":  # an object the pruned search handles well: auto keeps the plain (cheap) bank
+        assert meta["whiten_mode"] == "auto" and meta["fit"]["plain_search_share"] < 0.05, meta["fit"]
+        assert meta["fit"]["whitened"] is False
     assert meta["pixel_threshold_source"] == "test_f1" and meta["pixel_threshold"] == 0.5
     assert meta["raw_pixel_min"] < meta["pixel_threshold_auto"] < meta["raw_pixel_max"]
     assert metrics["pixel_f1"] > 0.3 and metrics["pixel_threshold_auto"] == meta["pixel_threshold_auto"]

@@ -1,4 +1,5 @@
-"""PatchCore's opt-in whitening (``whiten``): the matrix whitens, is saved with the bank, every runtime applies it."""
+"""PatchCore's whitening (``whiten``, ``whiten_mode``): when it is chosen, the matrix whitens, is saved with the
+bank, and every runtime applies it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ad_core.data.layout import resolve_category
 from ad_core.export import export_onnx
 from ad_core.models import get_spec
 from ad_core.models.patchcore.graph import EmbeddingGraph
+from ad_core.models.patchcore.knn import CellIndex
 from ad_core.models.patchcore.model import whitening_matrix
 from ad_core.runtime import open_scorer
 
@@ -47,10 +49,11 @@ def _nn_max(embedding: np.ndarray, bank: np.ndarray, w: np.ndarray | None) -> np
 
 def test_whitened_patchcore_saves_its_matrix_and_every_runtime_searches_in_that_space(sample_root, tmp_path):
     run = train(
-        "patchcore", "Sample_brick", sample_root, tmp_path, progress=False, image_size=96, whiten=0.1, num_neighbors=1
+        "patchcore", "Sample_brick", sample_root, tmp_path, progress=False, image_size=96, whiten_mode="always",
+        num_neighbors=1,
     )
     bundle = load_bundle(run)
-    assert bundle.meta["whiten"] == 0.1
+    assert (bundle.meta["whiten"], bundle.meta["whiten_mode"], bundle.meta["fit"]["whitened"]) == (0.1, "always", True)
     saved = np.load(run / "pytorch" / "memory_bank.npz")
     w, bank = saved["whitening"], saved["memory_bank"]
     assert w.shape == (bank.shape[1], bank.shape[1])
@@ -84,17 +87,45 @@ def test_a_whitening_of_the_wrong_width_is_refused(tmp_path):
         PatchcoreHead(np.ones((4, 3), np.float32), whitening=np.eye(4, dtype=np.float32))
 
 
-def test_a_patchcore_from_before_whitening_loads_and_scores_as_it_was_made(sample_root, tmp_path):
-    """By default there is no whitening; meta.json without ``whiten`` (older runs) means none either."""
-    assert {p.name: p.default for p in get_spec("patchcore").all_params()}["whiten"] == 0.0
+def test_auto_whitens_a_texture_whose_plain_bank_the_search_cannot_prune(sample_root, tmp_path):
+    """The default (``whiten_mode`` auto) probes the plain bank with the held-out images and whitens brick."""
     run = train("patchcore", "Sample_brick", sample_root, tmp_path, progress=False, image_size=96)
+    meta = json.loads((run / "pytorch" / "meta.json").read_text())
+    assert (meta["whiten"], meta["whiten_mode"]) == (0.1, "auto")
+    assert meta["fit"]["plain_search_share"] > CellIndex.pays_below and meta["fit"]["whitened"] is True
+    saved = np.load(run / "pytorch" / "memory_bank.npz")
+    assert saved["whitening"].shape == (saved["memory_bank"].shape[1],) * 2
+    # without held-out images there is nothing to probe with: the plain bank stays
+    run = train("patchcore", "Sample_brick", sample_root, tmp_path / "no_val", progress=False, image_size=96, val_fraction=0)
+    fit = json.loads((run / "pytorch" / "meta.json").read_text())["fit"]
+    assert (fit["plain_search_share"], fit["whitened"]) == (None, False)
     assert "whitening" not in np.load(run / "pytorch" / "memory_bank.npz")
+
+
+@pytest.mark.parametrize(
+    ("made_with", "missing", "legacy"),
+    [
+        ({"whiten": 0.0}, ("whiten", "whiten_mode"), {"whiten": 0.0}),  # before whitening existed: none
+        ({"whiten_mode": "always"}, ("whiten_mode",), {"whiten": 0.1, "whiten_mode": "always"}),  # opt-in whitening
+    ],
+    ids=["before-whitening", "before-auto"],
+)
+def test_a_patchcore_from_before_the_defaults_loads_and_scores_as_it_was_made(
+    made_with, missing, legacy, sample_root, tmp_path
+):
+    """meta.json without ``whiten`` means none; with ``whiten`` but no ``whiten_mode``, whitened always."""
+    defaults = {p.name: p.default for p in get_spec("patchcore").all_params()}
+    assert (defaults["whiten"], defaults["whiten_mode"]) == (0.1, "auto")
+    run = train("patchcore", "Sample_brick", sample_root, tmp_path, progress=False, image_size=96, **made_with)
+    assert ("whitening" in np.load(run / "pytorch" / "memory_bank.npz")) == (legacy["whiten"] > 0)
     data = resolve_category(sample_root, "Sample_brick")
     images = [read_image(s.path) for s in data.test[:4]]
     before = open_scorer(run, "torch")(images).raw_score
     meta_path = run / "pytorch" / "meta.json"
     meta = json.loads(meta_path.read_text())
-    del meta["whiten"]
+    for key in missing:
+        del meta[key]
     meta_path.write_text(json.dumps(meta))
-    assert load_bundle(run).model.hparams["whiten"] == 0.0
+    hparams = load_bundle(run).model.hparams
+    assert {k: hparams[k] for k in legacy} == legacy  # and a retrain from it rebuilds the same kind of bank
     np.testing.assert_allclose(open_scorer(run, "torch")(images).raw_score, before, rtol=1e-6)

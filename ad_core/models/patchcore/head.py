@@ -14,6 +14,7 @@ neighbours as brute force); ``"cells"`` forces that one; ``"faiss"`` forces FAIS
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,14 @@ from ad_core.filters import gaussian_blur_numpy, nearest_resize
 from ad_core.graph_io import EMBEDDING_OUTPUT
 
 BANK_SEARCHES = ("auto", "cells", "faiss")
+
+
+@functools.cache
+def _blas_controller():
+    """The loaded BLAS libraries, as threadpoolctl sees them (built once: it scans the process)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 class PatchcoreHead:
@@ -125,7 +134,10 @@ class PatchcoreHead:
         start = time.perf_counter()
         flat = np.ascontiguousarray(embedding.transpose(0, 2, 3, 1).reshape(-1, d))
         if self.whitening is not None:  # the bank's rows were whitened the same way (``whiten``)
-            flat = flat @ self.whitening
+            # on one BLAS thread: OpenBLAS's idle workers would spin through the search that follows
+            # and take its cores (a 2-core CPU searched at half speed: bench/bench_latency.py)
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                flat = flat @ self.whitening
         dist, loc = self._search(flat, 1)
         patch_scores, locations = dist.reshape(b, h * w), loc.reshape(b, h * w)
         rows = np.arange(b)

@@ -246,6 +246,20 @@ class CellIndex:
         _refine(q, sel, self.rows, out_d, out_i)
         self.stats["faiss"] += len(sel)
 
+    def probe_share(self, queries: np.ndarray, max_queries: int = 512) -> float:
+        """Share of the bank the pruned scan computes per query for (a strided sample of) ``queries``.
+
+        Above :attr:`pays_below`, :meth:`search` hands such queries to FAISS's brute force. The scan
+        stops early once it is past that budget, so the answer is then only known to exceed it.
+        """
+        q = np.ascontiguousarray(queries, np.float32)
+        sel = np.arange(0, len(q), max(1, len(q) // max_queries))
+        out_d = np.empty((len(q), 1), np.float32)
+        out_i = np.empty((len(q), 1), np.int64)
+        budget = 2 * self.pays_below * len(sel) * self.ntotal
+        done, computed = self._prune(q, sel, out_d, out_i, budget)
+        return computed / (max(done, 1) * self.ntotal)
+
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Squared distances and bank indices of the ``k`` nearest rows of each query, ``(n, k)`` each."""
         q = np.ascontiguousarray(queries, np.float32)

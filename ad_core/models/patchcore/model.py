@@ -17,6 +17,7 @@ from ad_core.models.backbone_model import BackboneModel
 from ad_core.models.base import FitConfig, TrainingStopped
 from ad_core.models.patchcore.coreset import k_center_greedy, k_center_greedy_plain
 from ad_core.models.patchcore.graph import EmbeddingGraph
+from ad_core.models.patchcore.knn import CellIndex
 
 
 def whitening_matrix(embeddings: torch.Tensor, shrinkage: float) -> torch.Tensor:
@@ -75,15 +76,40 @@ class PatchCore(BackboneModel):
         return embeddings if w is None else embeddings @ w.to(embeddings.device, embeddings.dtype)
 
     def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
-        """Embed all training patches (whitened with ``whiten`` > 0), then keep a k-center greedy coreset of them."""
+        """Embed all training patches, keep a k-center greedy coreset of them; whiten them where ``whiten`` says.
+
+        ``whiten_mode`` ``always`` whitens (``whiten`` > 0); ``auto`` first builds the plain bank and
+        probes it with the held-out images: only where the pruned search cannot skip enough rows (so
+        every frame pays FAISS's brute force either way) is the bank rebuilt whitened, at no extra
+        cost per frame. Without held-out images ``auto`` keeps the plain bank.
+        """
         embeddings = self._embed_paths(train, cfg)
         s = float(self.hparams.get("whiten") or 0.0)
-        self.whitening = whitening_matrix(embeddings, s) if s > 0 else None
+        mode = self.hparams["whiten_mode"]
+        self.whitening = whitening_matrix(embeddings, s) if s > 0 and mode == "always" else None
+        info = self._build_bank(embeddings, cfg)
+        if s > 0 and mode == "auto":
+            share = self._plain_search_share(val, cfg)
+            info["plain_search_share"] = None if share is None else round(share, 4)
+            if share is not None and share > CellIndex.pays_below:
+                self.whitening = whitening_matrix(embeddings, s)
+                info = {**self._build_bank(embeddings, cfg), "plain_search_share": info["plain_search_share"]}
+        info["whitened"] = self.whitening is not None
+        return info
+
+    def _build_bank(self, embeddings: torch.Tensor, cfg: FitConfig) -> dict[str, Any]:
         embeddings = self._whiten(embeddings)
         k = max(1, int(len(embeddings) * self.hparams["coreset_ratio"]))
         idx = self._coreset(embeddings, k, cfg.seed, cfg=cfg)
         self.module.memory_bank = embeddings[idx.to(embeddings.device)].contiguous()
         return {"n_embeddings": len(embeddings), "memory_bank_size": k, "embedding_dim": embeddings.shape[1]}
+
+    def _plain_search_share(self, val: Sequence[Path], cfg: FitConfig) -> float | None:
+        """Share of the plain bank the deployed CPU search computes per held-out patch (None: no held-out images)."""
+        if not val:
+            return None
+        queries = self._embed_paths(val, cfg).cpu().numpy()
+        return CellIndex(self.module.memory_bank.cpu().numpy(), fallback=False).probe_share(queries)
 
     def _coreset(
         self, embeddings: torch.Tensor, k: int, seed: int, existing: torch.Tensor | None = None, cfg: FitConfig = None

@@ -21,13 +21,23 @@ SPEC = ModelSpec(
         Param(
             "whiten",
             float,
-            0.0,
-            "whiten the patch features before the bank (0: off, as anomalib; 0.1 is PaDiM's shrinkage): a search "
-            "in Mahalanobis distance, s shrinking the covariance toward its mean variance, (1-s) S + s tr(S)/D I; "
-            "better on textures, but the bank search can no longer skip rows (2-3x the CPU latency, "
-            "docs/benchmarks.md)",
+            0.1,
+            "shrinkage s of the whitening (0: never whiten, anomalib's plain distance; 0.1 is PaDiM's): the patch "
+            "features are multiplied by C^(-1/2), C their covariance shrunk toward its mean variance, "
+            "(1-s) S + s tr(S)/D I, so the bank is searched in Mahalanobis distance (better on textures)",
             low=0.0,
             high=1.0,
+            legacy=0.0,
+        ),
+        Param(
+            "whiten_mode",
+            str,
+            "auto",
+            "when to whiten (whiten > 0): auto only where the plain bank search cannot skip rows on the held-out "
+            "images anyway (textures: no extra cost per frame), always (2-3x the CPU latency where it could, "
+            "docs/benchmarks.md)",
+            choices=("auto", "always"),
+            legacy="always",
         ),
     ),
     trained=False,
@@ -41,7 +51,8 @@ SPEC = ModelSpec(
     merge_flag="load_bank",
     tune_dims=("backbone", "layers", "coreset_ratio"),
     proxy_variants=(
-        {"whiten": 0.1},  # search in Mahalanobis distance
+        {"whiten_mode": "always"},  # search in Mahalanobis distance everywhere
+        {"whiten": 0.0},  # anomalib's plain distance everywhere
         {"layers": ["blocks.2", "blocks.4", "blocks.6"]},
         {"layers": ["blocks.4"]},
         {"coreset_ratio": 0.01},
