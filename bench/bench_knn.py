@@ -10,6 +10,11 @@ against its bank, one image per call as a camera delivers them, by:
 * ``faiss``: FAISS's brute-force ``IndexFlatL2`` (what the runtime used before; OpenMP threads);
 * ``anomalib``: anomalib's ``PatchcoreModel.nearest_neighbors`` (torch matrix product and ``min``).
 
+Where the trained bank is whitened (``whiten_mode`` auto chose it: the sample brick), the queries are
+whitened too, and two more paths time the head's sequence, the whitening product then the auto
+search: ``whiten (1 BLAS thread)`` as shipped, and ``whiten (all BLAS threads)``, where OpenBLAS's idle
+workers spin through the search that follows.
+
 Every path is timed on every image in turn (interleaved), median reported; the script also prints
 how much of the bank the pruned scan computed per query, and each path's largest relative error of
 the nearest squared distance against float64 brute force.
@@ -69,9 +74,12 @@ def bench_data(name: str, root: Path, category: str, test: list[Path], models: P
     scorer = open_scorer(load_bundle(run))
     bank = scorer.search.bank
     queries = []
+    raw = []
     for path in test:
         emb = scorer.runner(np.stack([scorer.preprocess.array(read_image(path))]))[0]
-        queries.append(np.ascontiguousarray(emb.transpose(0, 2, 3, 1).reshape(-1, emb.shape[1])))
+        raw.append(np.ascontiguousarray(emb.transpose(0, 2, 3, 1).reshape(-1, emb.shape[1])))
+    w = scorer.search.whitening
+    queries = raw if w is None else [q @ w for q in raw]
 
     auto, pruned = CellIndex(bank), CellIndex(bank, fallback=False)
     flat = faiss.IndexFlatL2(bank.shape[1])
@@ -90,12 +98,24 @@ def bench_data(name: str, root: Path, category: str, test: list[Path], models: P
         "faiss": lambda q: flat.search(q, 1),
         "anomalib": anomalib_search,
     }
-    times: dict[str, list[float]] = {k: [] for k in paths}
+    timed = dict(paths)
+    if w is not None:
+        from ad_core.models.patchcore.head import _blas_controller
+
+        def one_thread(q):
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                z = q @ w
+            return auto.search(z, 1)
+
+        timed["whiten_1_thread"] = one_thread
+        timed["whiten_all_threads"] = lambda q: auto.search(q @ w, 1)
+    times: dict[str, list[float]] = {k: [] for k in timed}
     for _ in range(rounds):
-        for q in queries:
-            for k, fn in paths.items():
+        for q, r in zip(queries, raw, strict=True):
+            for k, fn in timed.items():
+                time.sleep(0.02)  # the previous path's idle BLAS / OpenMP workers stop spinning first
                 start = time.perf_counter()
-                fn(q)
+                fn(r if k.startswith("whiten") else q)
                 times[k].append((time.perf_counter() - start) * 1000)
     errors = dict.fromkeys(paths, 0.0)
     b64 = bank.astype(np.float64)
@@ -111,6 +131,7 @@ def bench_data(name: str, root: Path, category: str, test: list[Path], models: P
     return {
         "data": name,
         "bank": list(bank.shape),
+        "whitened": w is not None,
         "cells": auto.n_cells,
         "queries_per_call": len(queries[0]),
         "ms_median": {k: statistics.median(v) for k, v in times.items()},
@@ -141,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{t['faiss']:>9.2f}{t['anomalib']:>10.2f}{t['faiss'] / t['cells_auto']:>11.2f}x"
             f"{t['anomalib'] / t['cells_auto']:>14.2f}x{r['computed_share_median']:>10.1%}"
         )
+        if r["whitened"]:
+            one, every = t["whiten_1_thread"], t["whiten_all_threads"]
+            print(f"  whitened bank: whitening product + auto search {one:.2f} ms with the product on one BLAS "
+                  f"thread (shipped), {every:.2f} ms on all ({every / one:.2f}x)")  # fmt: skip
         print(f"  auto answered by {r['auto_answered_by']}; max relative error of the nearest squared distance "
               f"vs float64: " + ", ".join(f"{k} {v:.1e}" for k, v in r["max_rel_error_vs_float64"].items()))  # fmt: skip
     out = ROOT / "bench" / "results" / "knn.json"

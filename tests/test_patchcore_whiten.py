@@ -49,7 +49,13 @@ def _nn_max(embedding: np.ndarray, bank: np.ndarray, w: np.ndarray | None) -> np
 
 def test_whitened_patchcore_saves_its_matrix_and_every_runtime_searches_in_that_space(sample_root, tmp_path):
     run = train(
-        "patchcore", "Sample_brick", sample_root, tmp_path, progress=False, image_size=96, whiten_mode="always",
+        "patchcore",
+        "Sample_brick",
+        sample_root,
+        tmp_path,
+        progress=False,
+        image_size=96,
+        whiten_mode="always",
         num_neighbors=1,
     )
     bundle = load_bundle(run)
@@ -96,7 +102,9 @@ def test_auto_whitens_a_texture_whose_plain_bank_the_search_cannot_prune(sample_
     saved = np.load(run / "pytorch" / "memory_bank.npz")
     assert saved["whitening"].shape == (saved["memory_bank"].shape[1],) * 2
     # without held-out images there is nothing to probe with: the plain bank stays
-    run = train("patchcore", "Sample_brick", sample_root, tmp_path / "no_val", progress=False, image_size=96, val_fraction=0)
+    run = train(
+        "patchcore", "Sample_brick", sample_root, tmp_path / "no_val", progress=False, image_size=96, val_fraction=0
+    )
     fit = json.loads((run / "pytorch" / "meta.json").read_text())["fit"]
     assert (fit["plain_search_share"], fit["whitened"]) == (None, False)
     assert "whitening" not in np.load(run / "pytorch" / "memory_bank.npz")

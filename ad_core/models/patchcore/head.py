@@ -135,7 +135,7 @@ class PatchcoreHead:
         flat = np.ascontiguousarray(embedding.transpose(0, 2, 3, 1).reshape(-1, d))
         if self.whitening is not None:  # the bank's rows were whitened the same way (``whiten``)
             # on one BLAS thread: OpenBLAS's idle workers would spin through the search that follows
-            # and take its cores (a 2-core CPU searched at half speed: bench/bench_latency.py)
+            # and take its cores (a 2-core CPU searched at half speed: bench/bench_knn.py)
             with _blas_controller().limit(limits=1, user_api="blas"):
                 flat = flat @ self.whitening
         dist, loc = self._search(flat, 1)
