@@ -80,6 +80,7 @@ def select(
     *,
     models: Sequence[str] | None = None,
     candidates: Sequence[Candidate] | None = None,
+    wide: bool = False,
     options: TrainOptions | None = None,
     hold_fraction: float = 0.2,
     per_image: int = 2,
@@ -89,6 +90,8 @@ def select(
     """Fit every candidate, score it on the proxy set, write ``param/`` of a new run directory for the winner.
 
     ``kwargs`` are :class:`TrainOptions` fields and hyperparameters every candidate gets (``image_size``).
+    ``wide`` also tries each model's ``proxy_variants`` (other layers, backbones, searches: about six
+    fits per model instead of one), for when an hour of fitting is cheaper than a wrong default.
     """
     from ad_core.data.layout import resolve_category
     from ad_core.proxy import ProxySet, held_out
@@ -99,7 +102,7 @@ def select(
         raise ConfigError(f"--models {', '.join(unknown)}: choose from {', '.join(list_models())}")
     options, fixed = TrainOptions.split(kwargs, options)
     device = options.resolve_device()
-    cands = list(candidates) if candidates is not None else candidate_configs(models)
+    cands = list(candidates) if candidates is not None else candidate_configs(models, wide)
     if not cands:
         raise ConfigError("no candidates to select from")
     data = resolve_category(data_root, category)

@@ -119,9 +119,20 @@ def test_select_with_too_few_images_is_refused(tmp_path, sample_root):
 
 
 def test_select_cli_lists_candidates(normals_only, tmp_path, capsys):
+    from ad_core.models.registry import get_spec
+
     assert main(["select", "--category", CAT, "--data_root", str(normals_only), "--models_root", str(tmp_path),
-                 "--models", "padim", "--image_size", "96"]) == 0  # fmt: skip
+                 "--models", "padim", "--image_size", "64", "--wide"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "chosen: padim" in out and "next: ad-core train --params" in out
     chosen = out.split("chosen: ")[1]
     assert np.isfinite(float(chosen.split("proxy AUROC ")[1].split(")")[0]))
+    # --wide: the defaults and every variant of the spec were fitted and scored, each on its own row
+    (csv_path,) = tmp_path.glob("*/*/*/param/selection.csv")
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    variants = get_spec("padim").proxy_variants
+    assert len(variants) >= 3 and len(rows) == 1 + len(variants)
+    assert rows[0]["candidate"] == "padim (defaults)"
+    assert "padim n_features=100 shrinkage=0.0 feature_pool=1" in {r["candidate"] for r in rows}
+    assert all(0.0 <= float(r["proxy_auroc"]) <= 1.0 for r in rows), rows

@@ -152,7 +152,13 @@ def cmd_select(args: argparse.Namespace) -> int:
     from ad_core.select import select
 
     result = select(
-        args.category, args.data_root, args.models_root, models=args.models, **_options(args), **_hparams(args)
+        args.category,
+        args.data_root,
+        args.models_root,
+        models=args.models,
+        wide=args.wide,
+        **_options(args),
+        **_hparams(args),
     )
     print(f"chosen: {result.best['candidate']} (proxy AUROC {result.best['auroc']:.3f})")
     print(f"files: {result.run_dir / 'param'}")

@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models", nargs="+", choices=MODEL_NAMES, default=None, help="models to consider (default patchcore padim)"
     )
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="also try each model's variants (other layers, backbones, searches; ~6 fits per model, not 1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out images and anomalies (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs for trained models (EfficientAD, VAE)")
     p.add_argument("--train", action="store_true", help="train the chosen configuration into the run directory")
