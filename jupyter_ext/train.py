@@ -45,6 +45,14 @@ class TrainPanel(Startable, w.VBox):
     ) -> None:
         self.data_root, self.category_name, self.models_root = str(data_root), category, str(models_root)
         self.model = w.Dropdown(options=list_models(), value=model, description="model", style=STYLE)
+        self.choose = w.Button(description="Choose for me", icon="magic", layout=w.Layout(width="auto"))
+        self.choose.tooltip = (
+            "fit each model on most of the normal images and score it on the rest plus synthetic defects made from "
+            "them (no labelled defects needed); the best fills this form (ad-core select)"
+        )
+        self.wide = w.Checkbox(value=False, description="wider search", indent=False, layout=w.Layout(width="auto"))
+        self.wide.tooltip = "also try other layers, backbones and searches: about six fits per model instead of one"
+        self.selection: Any = None
         self.description = w.HTML()
         self.form = w.VBox()
         self.fields: dict[str, tuple[Any, w.Widget]] = {}
@@ -67,7 +75,7 @@ class TrainPanel(Startable, w.VBox):
         self._listeners: list[Callable[[Path, dict | None], None]] = []
         super().__init__(
             [
-                self.model,
+                w.HBox([self.model, self.choose, self.wide]),
                 self.description,
                 self.form,
                 self.epochs,
@@ -82,6 +90,7 @@ class TrainPanel(Startable, w.VBox):
         )
         self.model.observe(lambda _: self._build_form(), names="value")
         self.start.on_click(lambda _: self.begin())
+        self.choose.on_click(lambda _: self.begin_select())
         self.stop.on_click(lambda _: self.job and self.job.stop())
         for field in (self.epochs, self.seed):
             field.input.observe(lambda _: self.clear_results(), names="value")
@@ -95,7 +104,7 @@ class TrainPanel(Startable, w.VBox):
         self.data_root, self.category_name, self.data_error = data_root, category, ""
         if models_root:
             self.models_root = str(models_root)
-        self.start.disabled = False
+        self.start.disabled = self.choose.disabled = False
         if changed:
             self.clear_results()
         self._describe()
@@ -103,7 +112,7 @@ class TrainPanel(Startable, w.VBox):
     def data_failed(self, message: str) -> None:
         """The Data tab's last choice failed: say so, and train nothing until a valid category is chosen."""
         self.data_error, self.category_name = message, ""
-        self.start.disabled = True
+        self.start.disabled = self.choose.disabled = True
         self.clear_results()
         self._describe()
 
@@ -183,10 +192,10 @@ class TrainPanel(Startable, w.VBox):
         return out
 
     # -- work --------------------------------------------------------------------------------------
-    def begin(self) -> Job | None:
-        """Start training (and testing) in the background; returns the job."""
+    def _ready(self) -> dict[str, Any] | None:
+        """The form's hyperparameters when work may start; otherwise None, with the reason in the status line."""
         if self.job is not None and self.job.running:
-            self.status.error("a training is already running: stop it first")
+            self.status.error(f"a {self.job.kind} is already running: stop it first")
             return None
         try:
             hparams = self.hparams()
@@ -197,15 +206,64 @@ class TrainPanel(Startable, w.VBox):
         except Exception as exc:
             self.status.error(exc)
             return None
+        return hparams
+
+    def begin_select(self) -> Job | None:
+        """Choose model and configuration without labelled defects (``ad-core select``) in the background.
+
+        Every candidate gets the form's image size. When it ends, the winner fills the form and Start
+        trains it into the selection's run directory, whose ``param/`` says why it was chosen.
+        """
+        hparams = self._ready()
+        if hparams is None:
+            return None
+        fixed = {k: hparams[k] for k in ("image_size", "resize") if k in hparams}
+        seed, device, wide = self.seed.read() or 0, self.device.value, self.wide.value
+        self.selection = None
+        self._starting(f"choosing a model for {self.category_name} without labelled defects ...")
+
+        def work(stop: threading.Event):
+            from ad_core.select import select
+
+            return select(
+                self.category_name,
+                self.data_root,
+                self.models_root,
+                wide=wide,
+                log=None,
+                seed=seed,
+                device=device,
+                progress=False,
+                on_progress=self._progress,
+                stop=stop,
+                **fixed,
+            )
+
+        self.job = Job(work, self._selected, self._failed, kind="selection").start()
+        return self.job
+
+    def _selected(self, result) -> None:
+        self.selection = result
+        best = result.best
+        self.set_params(best["model"], best["hparams"], {"seed": self.seed.read() or 0}, run_dir=result.run_dir)
+        self._busy(False)
+        self.progress.value, self.progress.bar_style, self.stage.value = self.progress.max, "success", "chosen"
+        show_png(self.plot, result.files["plot"].read_bytes() if result.files["plot"].is_file() else None)
+        self.results.value = selection_table(result)
+        self.status.ok(
+            f"chosen: {best['candidate']} (proxy AUROC {best['auroc']:.3f}); Start trains it into",
+            file_link(result.run_dir),
+        )
+
+    def begin(self) -> Job | None:
+        """Start training (and testing) in the background; returns the job."""
+        hparams = self._ready()
+        if hparams is None:
+            return None
         model = self.model.value
         epochs = self.epochs.read()
         seed = self.seed.read() or 0
-        self.history, self.report, self.results.value = [], None, ""
-        show_png(self.plot, None)
-        self.progress.value, self.progress.max, self.progress.bar_style = 0, 1, "info"
-        self.stage.value = "starting"
-        self.status.info(f"training {model} on {self.category_name} ...")
-        self._busy(True)
+        self._starting(f"training {model} on {self.category_name} ...")
 
         target = self.target_run if self.target_run and not RunDir(self.target_run).trained else None
         device = self.device.value
@@ -235,11 +293,21 @@ class TrainPanel(Startable, w.VBox):
                 report = evaluate(run, progress=False, device=device, on_progress=self._progress)
             return run, report
 
-        self.job = Job(work, self._done, self._failed).start()
+        self.job = Job(work, self._done, self._failed, kind="training").start()
         return self.job
+
+    def _starting(self, message: str) -> None:
+        """Forget the last results, reset the bar and lock the controls: work is about to start."""
+        self.history, self.report, self.results.value = [], None, ""
+        show_png(self.plot, None)
+        self.progress.value, self.progress.max, self.progress.bar_style = 0, 1, "info"
+        self.stage.value = "starting"
+        self.status.info(message)
+        self._busy(True)
 
     def _busy(self, busy: bool) -> None:
         self.start.disabled, self.stop.disabled, self.model.disabled = busy, not busy, busy
+        self.choose.disabled = self.wide.disabled = busy
 
     def _progress(self, stage: str, done: int, total: int) -> None:
         """A step of a long stage (distillation, an epoch, features, coreset, testing): the bar and its label."""
@@ -285,3 +353,27 @@ class TrainPanel(Startable, w.VBox):
         self.stage.value = "stopped" if stopped else "failed"
         self.results.value = ""  # no old result under a new error
         self.status.error(exc)
+
+
+def selection_table(result) -> str:
+    """The candidates a selection fitted, best first, with the reason it gives (``param/selection.yaml``)."""
+    import yaml
+
+    why = yaml.safe_load(result.files["why"].read_text())
+    rows = "".join(
+        f"<tr><td>{html.escape(r['candidate'])}</td><td><b>{r['proxy_auroc']:.3f}</b></td>"
+        f"<td>{r['ms_per_image']:.1f}</td></tr>"
+        for r in why["ranking"]
+    )
+    failed = "".join(
+        f"<tr><td>{html.escape(r['candidate'])}</td><td colspan=2>failed: {html.escape(str(r.get('error')))}</td></tr>"
+        for r in result.rows
+        if r.get("auroc") is None
+    )
+    proxy = why["proxy"]
+    return (
+        f"<p>{html.escape(why['why'])}.<br><small>proxy: {proxy['held_out_normals']} held-out normal images and "
+        f"{proxy['synthetic_anomalies']} synthetic defects ({html.escape(', '.join(proxy['kinds']))}); the test split "
+        "was not used. A proxy ranks clearly wrong configurations below good ones, not close ones reliably.</small></p>"
+        "<table><tr><th>candidate</th><th>proxy AUROC</th><th>ms / image</th></tr>" + rows + failed + "</table>"
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -90,8 +91,9 @@ def test_studio_forms_threshold_promise_progress_and_layout(lab):
         import nbformat
 
         nb = nbformat.v4.new_notebook(
-            cells=[nbformat.v4.new_code_cell("from jupyter_ext import AnomalyStudio\n\nAnomalyStudio()")]
-        )
+            cells=[nbformat.v4.new_code_cell("from jupyter_ext import AnomalyStudio\n\nAnomalyStudio()")],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
+        )  # with its kernel named, as the Launcher card writes it (no "Select Kernel" dialog)
         nbformat.write(nb, studio)
     with chromium((1280, 800)) as page:
         try:
@@ -202,5 +204,19 @@ def test_studio_forms_threshold_promise_progress_and_layout(lab):
             visible(page, 'button:has-text("Stop")').click()
             wait_text(page, "^stopped$", 120_000)
             page.screenshot(path=ARTIFACTS / "6_stopped.png")
+
+            # "Choose for me": a selection without labelled defects fills the form; param/ says why, on disk
+            visible(page, '.widget-dropdown:has(> label:text-is("model")) select').select_option("padim")
+            field(page, "n_features").wait_for(timeout=30_000)
+            type_into(page, "image_size", "64", "Tab")
+            visible(page, 'button:has-text("Choose for me")').click()
+            wait_text(page, "chosen: ", 300_000)
+            (why,) = (root / "models_ui").glob("*/Sample_brick/*/param/selection.yaml")
+            chosen = yaml.safe_load(why.read_text())
+            shown = visible(page, '.widget-dropdown:has(> label:text-is("model")) select').input_value()
+            assert shown == chosen["model"] and field(page, "image_size").input_value() == "64"
+            assert chosen["proxy"]["test_split_used"] is False and len(chosen["ranking"]) == 2
+            visible(page, 'th:text-is("proxy AUROC")').scroll_into_view_if_needed()  # the ranking, under the form
+            page.screenshot(path=ARTIFACTS / "7_chosen.png")
         finally:
             page.screenshot(path=ARTIFACTS / "last.png")

@@ -160,6 +160,34 @@ def test_training_runs_off_the_main_thread_and_stop_really_stops(sample_root, tm
     assert not list((models / "VAE" / CAT).glob(".*partial*"))
 
 
+def test_choose_for_me_picks_a_model_without_defects_and_start_trains_it(sample_root, tmp_path):
+    import yaml
+
+    panel = TrainPanel(sample_root, CAT, tmp_path / "models", model="vae")
+    set_field(panel, "image_size", 64)
+    panel.choose.click()
+    assert panel.job.kind == "selection" and panel.start.disabled and panel.choose.disabled
+    finish(panel.job)
+    chosen = panel.selection
+    assert chosen is not None, panel.status.text
+    # the winner fills the form, at the size every candidate was fitted at
+    assert panel.model.value == chosen.best["model"] and chosen.best["model"] in ("patchcore", "padim")
+    assert panel.hparams()["image_size"] == 64 and panel.target_run == chosen.run_dir
+    assert panel.stage.value == "chosen" and f"chosen: {chosen.best['candidate']}" in panel.status.text
+    # the ranking of both candidates and the reason, as param/ records them; no test image was used
+    why = yaml.safe_load((chosen.run_dir / "param" / "selection.yaml").read_text())
+    assert why["chosen"] == chosen.best["candidate"] and why["proxy"]["test_split_used"] is False
+    assert panel.results.value.count("<tr>") == 1 + len(why["ranking"]) == 3
+    assert why["why"] in panel.results.value and len(panel.plot.value) > 1000 and not panel.start.disabled
+    # Start trains the choice into the selection's run directory
+    panel.start.click()
+    finish(panel.job)
+    assert panel.run_dir == chosen.run_dir and panel.report is not None, panel.status.text
+    meta = json.loads((chosen.run_dir / "pytorch" / "meta.json").read_text())
+    assert meta["model"] == chosen.best["model"] and meta["image_size"] == 64
+    assert (chosen.run_dir / "param" / "selection.csv").is_file()
+
+
 def test_errors_appear_in_the_panel(sample_root, tmp_path):
     panel = TrainPanel(sample_root, CAT, tmp_path / "models", model="patchcore")
     set_field(panel, "layers", "blocks.9")
