@@ -163,8 +163,17 @@ def test_training_runs_off_the_main_thread_and_stop_really_stops(sample_root, tm
 def test_choose_for_me_picks_a_model_without_defects_and_start_trains_it(sample_root, tmp_path):
     import yaml
 
-    panel = TrainPanel(sample_root, CAT, tmp_path / "models", model="vae")
+    models = tmp_path / "models"
+    panel = TrainPanel(sample_root, CAT, models, model="vae")
     set_field(panel, "image_size", 64)
+    # Stop stops a selection too, and leaves no run directory behind
+    panel.choose.click()
+    panel.stop.click()
+    finish(panel.job)
+    assert "stopped on request" in panel.status.text and panel.stage.value == "stopped"
+    assert panel.selection is None and panel.model.value == "vae" and not panel.choose.disabled
+    assert not [p for p in models.rglob("*") if p.is_dir() and p.parent.parent.parent == models]
+
     panel.choose.click()
     assert panel.job.kind == "selection" and panel.start.disabled and panel.choose.disabled
     finish(panel.job)
