@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ad_core.data.images import read_image
-from ad_core.data.synthetic import KINDS, MIN_CHANGE, make_anomaly, smooth_noise_mask, synthetic_set
+from ad_core.data.synthetic import GENERATORS, KINDS, MIN_CHANGE, make_anomaly, smooth_noise_mask, synthetic_set
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def photos(sample_root):
     return [read_image(p) for p in list_images(sample_root / "train" / "Sample_brick")[:6]]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(GENERATORS))
 def test_anomaly_is_where_the_mask_says(photos, kind):
     rng = np.random.default_rng(3)
     for rgb in photos:
@@ -34,7 +34,7 @@ def test_anomaly_is_where_the_mask_says(photos, kind):
 def test_grey_images_get_grey_anomalies(photos):
     grey = np.repeat(photos[0].mean(-1, keepdims=True).astype(np.uint8), 3, -1)
     rng = np.random.default_rng(0)
-    for kind in KINDS:
+    for kind in GENERATORS:
         out, mask = make_anomaly(grey, kind, rng)
         assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all(), kind
         np.testing.assert_array_equal((out != grey).any(-1), mask)
@@ -49,6 +49,19 @@ def test_set_is_deterministic_and_cycles_kinds(photos):
         np.testing.assert_array_equal(ma, mb)
     c = synthetic_set(photos[:3], per_image=2, seed=6)
     assert any((x[0] != y[0]).any() for x, y in zip(a, c, strict=True))
+
+
+def test_a_crack_is_one_thin_line(photos):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    for rgb in photos:
+        _, mask = make_anomaly(rgb, "crack", rng)
+        side = min(mask.shape)
+        assert ndimage.label(mask, np.ones((3, 3)))[1] == 1  # one line, not specks
+        assert ndimage.distance_transform_edt(mask).max() <= 0.012 * side / 2 + 1.5  # at most 1.2 % wide
+        ys, xs = np.nonzero(mask)
+        assert max(np.ptp(ys), np.ptp(xs)) >= 4 * ndimage.distance_transform_edt(mask).max()  # long, not a dot
 
 
 def test_noise_mask_is_one_region():

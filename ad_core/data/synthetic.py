@@ -9,6 +9,7 @@ them best is picked. The kinds follow the self-supervised anomaly literature:
 * ``scar``: a thin, rotated strip of the same image (CutPaste-scar);
 * ``blend``: a smooth noise-shaped region blended with a foreign texture (DRAEM, Zavrtanik et al. 2021);
 * ``blob``: an ellipse darkened, brightened or filled with noise (stains, spots, inclusions).
+* ``crack``: a thin wandering line, darker or brighter (hairline cracks, scratches).
 
 Every function returns ``(image, mask)``: ``image`` is uint8 RGB of the input's size and differs
 from the input only where ``mask`` is True (tests/test_synthetic.py checks this pixel for pixel).
@@ -142,6 +143,39 @@ def _foreign_texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.nda
     return _fit(photo[y : y + ch, x : x + cw], shape)
 
 
+def crack(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A thin wandering line, darker (a hairline crack, a scratch in shadow) or brighter (one catching the light).
+
+    Real defects are often faint and one to three pixels wide at the model's size; the other kinds
+    are broad and strong. Not among the default :data:`KINDS` yet (``ProxySet(..., kinds=...)`` takes
+    it): on ELPV it ordered PaDiM's configurations more like the test split than the four defaults
+    did, but on too few configurations to change what ``ad-core select`` does (docs/benchmarks.md). Width 0.4-1.2 % and length 15-50 % of the image's shorter side, bending
+    a little at every step (a random walk of the direction).
+    """
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    length = rng.uniform(0.15, 0.5) * side
+    width = max(1, round(rng.uniform(0.004, 0.012) * side))
+    steps = max(4, int(length / max(2.0, 0.04 * side)))
+    y, x, angle = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w, rng.uniform(0, 2 * np.pi)
+    points = [(x, y)]
+    for _ in range(steps):
+        angle += rng.normal(0.0, 0.35)
+        x, y = x + length / steps * np.cos(angle), y + length / steps * np.sin(angle)
+        if not (0 <= x < w and 0 <= y < h):  # it runs off the edge there, not along it
+            break
+        points.append((float(x), float(y)))
+    img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(img).line(points, fill=255, width=width, joint="curve")
+    mask = np.asarray(img) > 127
+    out = rgb.astype(np.float32)
+    if rng.random() < 0.7:  # faint: 15-33 % darker, or 20-45 grey levels brighter
+        out[mask] *= rng.uniform(0.675, 0.85)
+    else:
+        out[mask] = out[mask] + rng.uniform(20, 45)
+    return _finish(rgb, out, mask)
+
+
 def _finish(rgb: np.ndarray, out: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 result; pixels outside the mask are the input's exactly; mask pixels that did not change are dropped."""
     result = np.where(mask[..., None], np.clip(np.rint(out), 0, 255), rgb).astype(np.uint8)
@@ -154,6 +188,7 @@ GENERATORS: dict[str, Callable[[np.ndarray, np.random.Generator], tuple[np.ndarr
     "scar": scar,
     "blend": blend,
     "blob": blob,
+    "crack": crack,
 }
 
 
@@ -162,7 +197,7 @@ def make_anomaly(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One anomaly of ``kind`` in ``rgb``; redrawn while it changes too little to count (a patch pasted on its twin)."""
     if kind not in GENERATORS:
-        raise ValueError(f"synthetic anomaly kind {kind!r}: choose one of {', '.join(KINDS)}")
+        raise ValueError(f"synthetic anomaly kind {kind!r}: choose one of {', '.join(GENERATORS)}")
     rgb = np.ascontiguousarray(rgb[..., :3] if rgb.ndim == 3 else np.repeat(rgb[..., None], 3, -1))
     grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
     best = None
