@@ -9,7 +9,7 @@ them best is picked. The kinds follow the self-supervised anomaly literature:
 * ``scar``: a thin, rotated strip of the same image (CutPaste-scar);
 * ``blend``: a smooth noise-shaped region blended with a foreign texture (DRAEM, Zavrtanik et al. 2021);
 * ``blob``: an ellipse darkened, brightened or filled with noise (stains, spots, inclusions).
-* ``crack``: a thin wandering line, darker or brighter (hairline cracks, scratches).
+* ``crack``: a thin wandering line, darker or brighter (hairline cracks, scratches); not in :data:`KINDS` yet.
 
 Every function returns ``(image, mask)``: ``image`` is uint8 RGB of the input's size and differs
 from the input only where ``mask`` is True (tests/test_synthetic.py checks this pixel for pixel).
@@ -146,22 +146,25 @@ def _foreign_texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.nda
 def crack(rgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A thin wandering line, darker (a hairline crack, a scratch in shadow) or brighter (one catching the light).
 
-    Real defects are often faint and one to three pixels wide at the model's size; the other kinds
-    are broad and strong. Not among the default :data:`KINDS` yet (``ProxySet(..., kinds=...)`` takes
-    it): on ELPV it ordered PaDiM's configurations more like the test split than the four defaults
-    did, but on too few configurations to change what ``ad-core select`` does (docs/benchmarks.md). Width 0.4-1.2 % and length 15-50 % of the image's shorter side, bending
-    a little at every step (a random walk of the direction).
+    Width 0.4-1.2 % and length 15-50 % of the image's shorter side, bending a little at every step
+    (a random walk of the direction). Real defects are often faint and one to three pixels wide at
+    the model's size; the other kinds are broad and strong.
+
+    Not among the default :data:`KINDS` yet (``ProxySet(..., kinds=...)`` takes it): on ELPV it
+    ordered PaDiM's configurations more like the test split than the four defaults did, but on too
+    few configurations to change what ``ad-core select`` does (docs/benchmarks.md).
     """
     h, w = rgb.shape[:2]
     side = min(h, w)
     length = rng.uniform(0.15, 0.5) * side
     width = max(1, round(rng.uniform(0.004, 0.012) * side))
     steps = max(4, int(length / max(2.0, 0.04 * side)))
+    step = length / steps
     y, x, angle = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w, rng.uniform(0, 2 * np.pi)
     points = [(x, y)]
     for _ in range(steps):
         angle += rng.normal(0.0, 0.35)
-        x, y = x + length / steps * np.cos(angle), y + length / steps * np.sin(angle)
+        x, y = x + step * np.cos(angle), y + step * np.sin(angle)
         if not (0 <= x < w and 0 <= y < h):  # it runs off the edge there, not along it
             break
         points.append((float(x), float(y)))
