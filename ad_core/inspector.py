@@ -87,7 +87,7 @@ class Inspection:
     is_anomaly: bool
     threshold: Threshold
     anomaly_map: np.ndarray
-    """normalised 0-1, model resolution ``(S, S)``"""
+    """normalised 0-1, model resolution ``(S, S)`` (``(rows * S, cols * S)`` for a model trained on tiles)"""
     image: np.ndarray | None = None
     """the RGB the map belongs to: the frame, or its ROI"""
     file: str = ""

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ad_core.errors import ConfigError
+from ad_core.tiles import parse_tiles
 
 if TYPE_CHECKING:
     import torch
@@ -37,18 +38,63 @@ class Preprocess:
     as anomalib's torchvision pre-processor does; ``bilinear`` rounds the resized image to 8 bits,
     which erases part of a faint defect's contrast (PaDiM on ELPV poly: 0.4 points lower on each of
     three draws, docs/benchmarks.md) and is kept so that older runs score exactly as made.
+
+    ``tiles`` ``(rows, cols)``: a frame is cut into that grid of equal tiles (no overlap) and each
+    tile is resized to ``image_size`` on its own, so a large frame keeps its detail (anomalib's
+    ``Tiler``): the model trains on tiles, the image score is the highest tile's, and the map is the
+    tiles' maps put back in place, ``(rows * S, cols * S)``. ``(1, 1)`` is the whole frame.
     """
 
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     resize: str = DEFAULT_RESIZE
+    tiles: tuple[int, int] = (1, 1)
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_METHODS:
             raise ConfigError(
                 f"preprocessing.resize: {self.resize!r} is not a known resize; expected one of {', '.join(RESIZE_METHODS)}"
             )
+        try:
+            object.__setattr__(self, "tiles", parse_tiles(self.tiles))
+        except ValueError as exc:
+            raise ConfigError(f"preprocessing.tiles: {exc}") from None
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles per frame (1 without tiling)."""
+        return self.tiles[0] * self.tiles[1]
+
+    def tile(self, rgb: np.ndarray, k: int) -> np.ndarray:
+        """Tile ``k`` (row-major) of an ``(H, W, 3)`` frame: the grid's edges are rounded to whole pixels."""
+        rows, cols = self.tiles
+        if rows * cols == 1:
+            return rgb
+        h, w = rgb.shape[:2]
+        if h < rows or w < cols:
+            raise ConfigError(f"preprocessing.tiles: a {w}x{h} image cannot be cut into {rows}x{cols} tiles")
+        ys, xs = np.linspace(0, h, rows + 1).round().astype(int), np.linspace(0, w, cols + 1).round().astype(int)
+        r, c = divmod(k, cols)
+        return rgb[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+
+    def tile_arrays(self, rgb: np.ndarray) -> np.ndarray:
+        """Every tile of a frame as :meth:`array` makes it: ``(n_tiles, 3, S, S)`` float32."""
+        return np.stack([self.array(self.tile(rgb, k)) for k in range(self.n_tiles)])
+
+    def merge_tiles(self, scores: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-tile raw scores ``(N * T,)`` and maps ``(N * T, S, S)`` -> per-frame ``(N,)`` and ``(N, rows*S, cols*S)``.
+
+        A frame's score is its highest tile's (a defect in any tile is a defect of the frame); its map
+        is the tiles' maps in their places.
+        """
+        rows, cols = self.tiles
+        if rows * cols == 1:
+            return scores, maps
+        n, s = len(scores) // (rows * cols), maps.shape[-1]
+        frame_scores = np.asarray(scores).reshape(n, rows * cols).max(axis=1)
+        grid = np.asarray(maps).reshape(n, rows, cols, s, s).transpose(0, 1, 3, 2, 4).reshape(n, rows * s, cols * s)
+        return frame_scores, grid
 
     def planes(self, rgb: np.ndarray) -> np.ndarray:
         """An ``(H, W, 3)`` uint8 image resized to ``(3, image_size, image_size)`` float32 planes in [0, 255]."""
@@ -83,6 +129,7 @@ class Preprocess:
         """JSON-ready form for meta.json."""
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["tiles"] = list(self.tiles)
         d["color"] = "RGB"
         d["scale"] = "1/255"
         return d
@@ -90,7 +137,13 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
         """Inverse of :meth:`to_dict`."""
-        return cls(int(d["image_size"]), tuple(d["mean"]), tuple(d["std"]), d.get("resize", LEGACY_RESIZE))
+        return cls(
+            int(d["image_size"]),
+            tuple(d["mean"]),
+            tuple(d["std"]),
+            d.get("resize", LEGACY_RESIZE),
+            tuple(d.get("tiles", (1, 1))),
+        )
 
 
 UNIT_SCALE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean/std for models that take [0, 1] input

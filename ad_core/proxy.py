@@ -53,8 +53,8 @@ class ProxySet:
         pre = model.preprocess
         out = []
         for i in range(0, len(self.images), batch_size):
-            batch = np.stack([pre.array(im) for im in self.images[i : i + batch_size]])
-            out.append(scorer.raw(batch)[0])
+            batch = np.concatenate([pre.tile_arrays(im) for im in self.images[i : i + batch_size]])
+            out.append(pre.merge_tiles(*scorer.raw(batch))[0])
         return np.concatenate(out)
 
     def evaluate(self, scores: np.ndarray) -> dict[str, Any]:

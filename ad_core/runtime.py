@@ -71,7 +71,7 @@ class ScoreBatch:
     score: np.ndarray
     is_anomaly: np.ndarray
     anomaly_map: np.ndarray  # normalised with the pixel keys (the image keys without them), (B, S, S)
-    raw_map: np.ndarray  # raw, (B, S, S)
+    raw_map: np.ndarray  # raw, (B, S, S); (B, rows * S, cols * S) for a model trained on tiles
 
 
 class Scorer:
@@ -161,7 +161,12 @@ class Scorer:
             array = batch.numpy() if _is_tensor(batch) else batch
             batch = np.ascontiguousarray(array, np.float32)
         t0 = time.perf_counter()
-        outs = self.runner(batch)
+        limit = int(self.meta.get("engine", {}).get("max_batch") or 0)  # a TensorRT engine's profile
+        if limit and len(batch) > limit:
+            parts = [self.runner(batch[i : i + limit]) for i in range(0, len(batch), limit)]
+            outs = [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(parts[0]))]
+        else:
+            outs = self.runner(batch)
         self.timings["graph"] = (time.perf_counter() - t0) * 1000.0
         score, amap = self.head(outs, self.image_size)
         self.timings.update(self.head.timings)
@@ -173,13 +178,23 @@ class Scorer:
         """Score RGB uint8 images (any size) or a preprocessed ``(B, 3, S, S)`` batch.
 
         ``threshold``: a normalised number (0-1) or a :class:`ad_core.scoring.Threshold` (raw or
-        normalised); default meta.json's ``image_threshold``. The decision is made here, once.
+        normalised); default meta.json's ``image_threshold``. The decision is made here, once. A model
+        trained on tiles (meta.json ``preprocessing.tiles``) scores every tile of each image and
+        returns one score per image and maps of ``(rows * S, cols * S)``; a preprocessed batch is then
+        read as the tiles of ``B / tiles`` images, in order.
         """
         t0 = time.perf_counter()
-        # numpy, not torch.stack: torch's worker threads would busy-wait on the other cores afterwards
-        batch = images if _is_tensor(images) else np.stack([self.preprocess.array(im) for im in images])
+        pre = self.preprocess
+        if _is_tensor(images):
+            batch = images
+        elif pre.n_tiles == 1:  # numpy, not torch.stack: torch's threads would busy-wait on the other cores
+            batch = np.stack([pre.array(im) for im in images])
+        else:
+            batch = np.concatenate([pre.tile_arrays(im) for im in images])
+        if len(batch) % pre.n_tiles:
+            raise BundleError(f"a batch of {len(batch)} tiles: this model cuts each image into {pre.n_tiles}")
         self.timings = {"preprocess": (time.perf_counter() - t0) * 1000.0}
-        raw, raw_map = self.raw(batch)
+        raw, raw_map = pre.merge_tiles(*self.raw(batch))
         if not isinstance(threshold, Threshold):
             threshold = Threshold(self.image_threshold if threshold is None else float(threshold))
         score = np.atleast_1d(self.normalize(raw))

@@ -217,7 +217,7 @@ class TrainPanel(Startable, w.VBox):
         hparams = self._ready()
         if hparams is None:
             return None
-        fixed = {k: hparams[k] for k in ("image_size", "resize") if k in hparams}
+        fixed = {k: hparams[k] for k in ("image_size", "resize", "tiles") if k in hparams}
         seed, device, wide = self.seed.read() or 0, self.device.value, self.wide.value
         self.selection = None
         self._starting(f"choosing a model for {self.category_name} without labelled defects ...")

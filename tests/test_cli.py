@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from PIL import Image
+
 
 def ad_core(*args, cwd=None):
     proc = subprocess.run(
@@ -63,6 +65,11 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     assert rc == 2 and err.startswith("error: category 'Nope' not found") and "Traceback" not in err
     rc, _out, err = ad_core("test", "--run", tmp_path)
     assert rc == 2 and "no meta.json found" in err
+    (tmp_path / "train" / "C").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (64, 64)).save(tmp_path / "train" / "C" / f"{i}.png")
+    rc, _out, err = ad_core("train", "--model", "padim", "--category", "C", "--data_root", tmp_path, "--tiles", "2")
+    assert rc == 2 and err.startswith("error: tiles: expected ROWSxCOLS") and "Traceback" not in err
 
 
 def test_cli_lists_models_with_hyperparameters():

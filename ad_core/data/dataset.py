@@ -10,13 +10,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ad_core.data.images import read_image, read_mask
+from ad_core.data.images import read_image, read_mask, resize_mask
 from ad_core.errors import ConfigError
 from ad_core.preprocessing import Preprocess
 
 
 class ImageDataset(Dataset):
-    """Images (and optional masks) from a list of files, preprocessed for a model."""
+    """Images (and optional masks) from a list of files, preprocessed for a model.
+
+    With ``preprocess.tiles`` other than 1x1, every tile is an item (image ``i // T``, tile ``i % T``,
+    row-major), so fitting sees tiles as images and scoring gets them in order for ``merge_tiles``.
+    """
 
     def __init__(
         self,
@@ -33,16 +37,23 @@ class ImageDataset(Dataset):
         self.augment = augment
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.paths) * self.preprocess.n_tiles
 
-    def __getitem__(self, i: int) -> dict:
-        image = self.preprocess(read_image(self.paths[i]))
+    def __getitem__(self, item: int) -> dict:
+        i, k = divmod(item, self.preprocess.n_tiles)
+        pre = self.preprocess
+        image = torch.from_numpy(pre.array(pre.tile(read_image(self.paths[i]), k)))
         if self.augment and torch.rand(()) < 0.5:
             image = image.flip(-1)
-        size = (self.preprocess.image_size, self.preprocess.image_size)
+        size = (pre.image_size, pre.image_size)
         mask_path = self.masks[i]
-        mask = read_mask(mask_path, size) if mask_path is not None else np.zeros(size, bool)
-        return {"image": image, "label": self.labels[i], "mask": torch.from_numpy(mask), "index": i}
+        if mask_path is None:
+            mask = np.zeros(size, bool)
+        elif pre.n_tiles == 1:
+            mask = read_mask(mask_path, size)
+        else:
+            mask = resize_mask(pre.tile(read_mask(mask_path), k), size)
+        return {"image": image, "label": self.labels[i], "mask": torch.from_numpy(mask), "index": i, "tile": k}
 
 
 def check_num_workers(num_workers: int) -> int:

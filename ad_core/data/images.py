@@ -78,9 +78,12 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
         path: the mask file.
         size: optional ``(height, width)`` to resize to (nearest neighbour).
     """
-    rgb = read_image(path)
-    mask = rgb.max(axis=2) > 0
-    if size is not None and mask.shape != tuple(size):
-        img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
-        mask = np.asarray(img) > 0
-    return mask
+    mask = read_image(path).max(axis=2) > 0
+    return mask if size is None else resize_mask(mask, size)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A boolean mask resized to ``(height, width)`` by nearest neighbour (unchanged when it has that size)."""
+    if mask.shape == tuple(size):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)) > 0

@@ -32,6 +32,7 @@ from ad_core.models.registry import get_spec
 from ad_core.models.spec import ModelSpec
 from ad_core.options import TrainOptions
 from ad_core.preprocessing import DEFAULT_RESIZE, IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from ad_core.tiles import parse_tiles
 
 FitConfig = TrainOptions  # the name the models' signatures use
 
@@ -92,7 +93,12 @@ class AnomalyModel(ABC):
     @property
     def preprocess(self) -> Preprocess:
         """Preprocessing that feeds this model: ``input_scale`` and the ``resize`` hyperparameter."""
-        return Preprocess(self.image_size, *self.input_scale, resize=self.hparams.get("resize", DEFAULT_RESIZE))
+        return Preprocess(
+            self.image_size,
+            *self.input_scale,
+            resize=self.hparams.get("resize", DEFAULT_RESIZE),
+            tiles=parse_tiles(self.hparams.get("tiles", "1x1")),
+        )
 
     # -- fitting and scoring -------------------------------------------------------------------
     @abstractmethod
@@ -151,20 +157,23 @@ class AnomalyModel(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores ``(N,)`` and raw anomaly maps ``(N, S, S)`` for image files, on the deployed scoring path.
 
+        With tiles, the loader yields every tile and the maps are ``(N, rows * S, cols * S)``
+        (:meth:`ad_core.preprocessing.Preprocess.merge_tiles`, as the deployed Scorer does).
         ``on_progress(desc, images done, images)`` after each batch (the panels' bars).
         """
-        loader = make_loader(ImageDataset(paths, self.preprocess), batch_size, num_workers)
+        pre = self.preprocess
+        loader = make_loader(ImageDataset(paths, pre), batch_size, num_workers)
         scorer = self.scorer()
         scores, maps = [], []
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             if on_progress is not None:
-                on_progress(desc, sum(len(s) for s in scores), len(paths))
+                on_progress(desc, sum(len(s) for s in scores) // pre.n_tiles, len(paths))
             raw, raw_map = scorer.raw(batch["image"])
             scores.append(raw)
             maps.append(raw_map)
         if on_progress is not None:
             on_progress(desc, len(paths), len(paths))
-        return np.concatenate(scores), np.concatenate(maps)
+        return pre.merge_tiles(np.concatenate(scores), np.concatenate(maps))
 
     # -- persistence ---------------------------------------------------------------------------
     def weights_state(self) -> dict[str, torch.Tensor]:

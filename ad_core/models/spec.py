@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ad_core.errors import ConfigError
+from ad_core.tiles import tiles_text
 
 GRAPH_KINDS = ("score", "embedding")
 NOT_LEGACY = object()  # Param.legacy when a missing key simply means the default
@@ -46,6 +47,8 @@ class Param:
     """the value a bundle whose meta.json predates this parameter (or its new default) was made with"""
     multiple_of: int | None = None
     """values must be a multiple of this (EfficientAD's image size)"""
+    expected: str | None = None
+    """what a value looks like, for errors, when ``type`` is a parser rather than a plain type"""
 
     @property
     def rule(self) -> str:
@@ -79,7 +82,7 @@ class Param:
         try:
             value = self.type(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.name}: expected {self.type.__name__}, got {value!r}") from exc
+            raise ConfigError(f"{self.name}: expected {self.expected or self.type.__name__}, got {value!r}") from exc
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{self.name}: {value!r} is not one of {list(self.choices)}")
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
@@ -190,6 +193,14 @@ COMMON_PARAMS = (
         "how an image is resized to image_size: bilinear on floats, or rounded to 8 bits as runs before December 2026",
         choices=("bilinear_float", "bilinear"),
         legacy="bilinear",
+    ),
+    Param(
+        "tiles",
+        tiles_text,
+        "1x1",
+        "cut each image into ROWSxCOLS tiles, each resized to image_size (large images, small defects; "
+        "score = the highest tile's). 1x1: the whole image",
+        expected="ROWSxCOLS, e.g. 1x1 or 2x2, at most 64 tiles",
     ),
 )
 
