@@ -18,11 +18,26 @@ from typing import Any
 import numpy as np
 
 from ad_core.data.images import read_image
-from ad_core.data.synthetic import KINDS, synthetic_set
-from ad_core.errors import DataError
+from ad_core.data.synthetic import GENERATORS, KINDS, synthetic_set
+from ad_core.errors import ConfigError, DataError
 from ad_core.scoring import image_auroc
 
 MIN_NORMALS = 4
+
+
+def check_kinds(kinds: Sequence[str] | None) -> tuple[str, ...]:
+    """The synthetic kinds to make (``--proxy_kinds``; default :data:`KINDS`), checked against the generators.
+
+    Where the expected defects are known to be of one shape, naming it ranks better: on ELPV mono,
+    thin faint ``crack`` lines alone rank 13 configurations with Spearman +0.87 against the test
+    split, the four default kinds −0.16 (docs/benchmarks.md).
+    """
+    if not kinds:
+        return KINDS
+    unknown = [k for k in kinds if k not in GENERATORS]
+    if unknown:
+        raise ConfigError(f"--proxy_kinds {' '.join(unknown)}: choose from {', '.join(GENERATORS)}")
+    return tuple(dict.fromkeys(kinds))
 
 
 class ProxySet:

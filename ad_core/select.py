@@ -84,6 +84,7 @@ def select(
     options: TrainOptions | None = None,
     hold_fraction: float = 0.2,
     per_image: int = 2,
+    proxy_kinds: Sequence[str] | None = None,
     log: Callable[[str], None] | None = print,
     **kwargs: Any,
 ) -> SelectResult:
@@ -92,14 +93,17 @@ def select(
     ``kwargs`` are :class:`TrainOptions` fields and hyperparameters every candidate gets (``image_size``).
     ``wide`` also tries each model's ``proxy_variants`` (other layers, backbones, searches: about six
     fits per model instead of one), for when an hour of fitting is cheaper than a wrong default.
+    ``proxy_kinds``: the synthetic defects to make (:func:`ad_core.proxy.check_kinds`; default the four
+    broad kinds; ``["crack"]`` where the line's defects are hairline cracks or scratches).
     """
     from ad_core.data.layout import resolve_category
-    from ad_core.proxy import ProxySet, held_out
+    from ad_core.proxy import ProxySet, check_kinds, held_out
     from ad_core.rundir import staged
 
     unknown = [m for m in (models or ()) if m not in list_models()]
     if unknown:
         raise ConfigError(f"--models {', '.join(unknown)}: choose from {', '.join(list_models())}")
+    kinds = check_kinds(proxy_kinds)
     options, fixed = TrainOptions.split(kwargs, options)
     device = options.resolve_device()
     cands = list(candidates) if candidates is not None else candidate_configs(models, wide)
@@ -107,7 +111,7 @@ def select(
         raise ConfigError("no candidates to select from")
     data = resolve_category(data_root, category)
     fit_paths, hold = held_out(data.train, hold_fraction, options.seed)
-    proxy = ProxySet(hold, per_image, seed=options.seed)
+    proxy = ProxySet(hold, per_image, kinds, seed=options.seed)
     if log:
         log(
             f"proxy set: {len(hold)} held-out normal images of {category} and {len(proxy) - len(hold)} synthetic "

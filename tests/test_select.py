@@ -136,3 +136,26 @@ def test_select_cli_lists_candidates(normals_only, tmp_path, capsys):
     assert rows[0]["candidate"] == "padim (defaults)"
     assert "padim n_features=100 shrinkage=0.0 feature_pool=1" in {r["candidate"] for r in rows}
     assert all(0.0 <= float(r["proxy_auroc"]) <= 1.0 for r in rows), rows
+
+
+def test_proxy_kinds_name_the_synthetic_defects_the_choice_is_scored_on(normals_only, tmp_path, capsys):
+    args = ["--category", CAT, "--data_root", str(normals_only), "--models_root", str(tmp_path), "--image_size", "64"]
+    assert main(["select", *args, "--models", "padim", "--proxy_kinds", "crack"]) == 0
+    (param,) = tmp_path.glob("*/*/*/param")
+    why = yaml.safe_load((param / "selection.yaml").read_text())
+    assert why["proxy"]["kinds"] == ["crack"]
+    with open(param / "selection.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert [k for k in row if k.startswith("auroc_")] == ["auroc_crack"]
+    assert 0.0 <= float(row["auroc_crack"]) <= 1.0
+    capsys.readouterr()
+    for bad, message in (
+        (
+            ["select", *args, "--proxy_kinds", "rust"],
+            "--proxy_kinds rust: choose from cutpaste, scar, blend, blob, crack",
+        ),
+        (["tune", "--model", "padim", *args, "--proxy_kinds", "crack"], "--proxy_kinds is for --objective proxy"),
+        (["train", "--model", "padim", *args, "--proxy_kinds", "crack"], "--proxy_kinds is for --model auto"),
+    ):
+        assert main(bad) == 2
+        assert message in capsys.readouterr().err

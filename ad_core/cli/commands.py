@@ -51,10 +51,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = best.run_dir
     if not model or not category:
         raise ConfigError("train needs --model and --category (or --params best_params.yaml from `ad-core tune`)")
+    if args.proxy_kinds and model != "auto":
+        raise ConfigError("--proxy_kinds is for --model auto (the proxy that chooses the model)")
     if model == "auto":
         from ad_core.select import select
 
-        chosen = select(category, data_root or "data", args.models_root, **options, **hparams)
+        chosen = select(
+            category, data_root or "data", args.models_root, proxy_kinds=args.proxy_kinds, **options, **hparams
+        )
         print(
             f"chosen: {chosen.best['candidate']} (proxy AUROC {chosen.best['auroc']:.3f}); why: {chosen.files['why']}"
         )
@@ -132,6 +136,7 @@ def _run_tune(args: argparse.Namespace, stop: threading.Event):
         study=args.study,
         metric=args.metric,
         objective=args.objective,
+        proxy_kinds=args.proxy_kinds,
         run_dir=args.run_dir,
         pruner=_no_pruner() if args.no_prune else None,
         mlflow=args.mlflow,
@@ -157,6 +162,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         args.models_root,
         models=args.models,
         wide=args.wide,
+        proxy_kinds=args.proxy_kinds,
         **_options(args),
         **_hparams(args),
     )

@@ -43,6 +43,17 @@ def _mlflow_flag(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _proxy_kinds_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--proxy_kinds",
+        nargs="+",
+        default=None,
+        metavar="KIND",
+        help="synthetic defects the proxy makes: cutpaste scar blend blob (default) and crack "
+        "(thin faint lines: name it alone where the defects are hairline cracks or scratches)",
+    )
+
+
 def _loader_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", "--batch_size", dest="batch", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--num_workers", type=int, default=0, help="image loading processes (Linux only; default 0)")
@@ -95,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="explicit backbone weights file (.pth or .safetensors)")
     p.add_argument("--allow_download", action="store_true", default=None, help="allow downloading weights")
     p.add_argument("--test", action="store_true", help="run the performance test right after training")
+    _proxy_kinds_flag(p)
     _mlflow_flag(p, "log parameters, losses, metrics, plots and the bundle to MLflow")
     p.add_argument("--batch", "--batch_size", dest="batch", type=int, default=None, help="images per batch (8)")
     p.add_argument("--num_workers", type=int, default=0, help="image loading processes (Linux only; default 0)")
@@ -115,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also try each model's variants (other layers, backbones, searches; ~6 fits per model, not 1)",
     )
+    _proxy_kinds_flag(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out images and anomalies (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs for trained models (EfficientAD, VAE)")
     p.add_argument("--train", action="store_true", help="train the chosen configuration into the run directory")
@@ -142,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "for a category without labelled defects (it ranks models well, one model's fine settings less so: "
         "see docs/benchmarks.md)",
     )
+    _proxy_kinds_flag(p)
     p.add_argument("--run_dir", default=None, help="run directory for param/ (default: a new one, kept on resume)")
     p.add_argument("--no_prune", action="store_true", help="never prune trials of trained models")
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial (EfficientAD, VAE)")

@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ def tune(
     study: str | None = None,
     metric: str = "auroc",
     objective: str = "test",
+    proxy_kinds: Sequence[str] | None = None,
     run_dir: str | Path | None = None,
     options: TrainOptions | None = None,
     pruner=None,
@@ -52,26 +53,20 @@ def tune(
 
     ``objective``: ``"test"`` scores the labelled test split; ``"proxy"`` needs no labelled defects: each
     trial fits on the normal images minus a seeded held-out part and is scored on those held-out
-    normals and synthetic anomalies made from them (:class:`ad_core.proxy.ProxySet`, as ``ad-core select``).
+    normals and synthetic anomalies made from them (:class:`ad_core.proxy.ProxySet`, as ``ad-core select``;
+    ``proxy_kinds`` names the kinds, as select's).
     """
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     spec = get_spec(model)
-    if metric not in METRICS:
-        raise ConfigError(f"metric {metric!r}: choose one of {', '.join(METRICS)}")
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-    if objective == "proxy" and metric != "auroc":
-        raise ConfigError("--objective proxy ranks by AUROC: F1 needs a threshold from labelled defects")
-    if trials < 1:
-        raise ConfigError(f"trials: expected at least 1, got {trials}")
+    _check_request(metric, objective, proxy_kinds, trials)
     options, fixed = TrainOptions.split(kwargs, options)
     show = options.progress
     options = options.replace(progress=False)  # no bars inside a trial: each trial prints one line instead
     space = _space(spec, search_space, {k: v for k, v in fixed.items() if v is not None}, bool(options.allow_download))
     train_opts = options.logged()
-    the_objective = _Objective(spec, category, data_root, space, options, objective)
+    the_objective = _Objective(spec, category, data_root, space, options, objective, proxy_kinds)
     category_dir = Path(models_root) / spec.dir_name / category
     if storage is None:
         category_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +80,8 @@ def tune(
     identity = {"model": spec.name, "category": category, "metric": metric, "search_space": space.to_dict()}
     if objective != "test":
         identity["objective"] = objective
+    if objective == "proxy" and proxy_kinds:
+        identity["proxy_kinds"] = list(dict.fromkeys(proxy_kinds))
     _claim_study(the_study, identity, the_study.study_name)
     run_dir = _run_dir(the_study, run_dir, category_dir)
     tracker = _start_tracker(mlflow, spec, category, the_study.study_name, metric, trials, train_opts, space)
@@ -158,6 +155,19 @@ def _space(spec: ModelSpec, search_space, fixed: dict[str, Any], allow_download:
 OBJECTIVES = ("test", "proxy")
 
 
+def _check_request(metric: str, objective: str, proxy_kinds: Sequence[str] | None, trials: int) -> None:
+    if metric not in METRICS:
+        raise ConfigError(f"metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
+    if proxy_kinds and objective != "proxy":
+        raise ConfigError("--proxy_kinds is for --objective proxy (the synthetic defects it scores)")
+    if objective == "proxy" and metric != "auroc":
+        raise ConfigError("--objective proxy ranks by AUROC: F1 needs a threshold from labelled defects")
+    if trials < 1:
+        raise ConfigError(f"trials: expected at least 1, got {trials}")
+
+
 class _Objective:
     """One trial: train the suggested configuration as ``ad-core train`` would, score the test split.
 
@@ -165,7 +175,9 @@ class _Objective:
     on the proxy set (held-out normals + synthetic anomalies); the test split is never read.
     """
 
-    def __init__(self, spec, category, data_root, space, options: TrainOptions, objective: str = "test") -> None:
+    def __init__(
+        self, spec, category, data_root, space, options: TrainOptions, objective: str = "test", proxy_kinds=None
+    ) -> None:
         from ad_core.data.layout import resolve_category
 
         self.spec, self.category, self.data_root, self.space, self.options = spec, category, data_root, space, options
@@ -174,10 +186,10 @@ class _Objective:
         self.data = resolve_category(data_root, category, require_test=objective == "test")
         self.proxy = None
         if objective == "proxy":
-            from ad_core.proxy import ProxySet, held_out
+            from ad_core.proxy import ProxySet, check_kinds, held_out
 
             self.fit_paths, self.hold = held_out(self.data.train, 0.2, options.seed)
-            self.proxy = ProxySet(self.hold, seed=options.seed)
+            self.proxy = ProxySet(self.hold, kinds=check_kinds(proxy_kinds), seed=options.seed)
         self.test_paths = [s.path for s in self.data.test]
         self.labels = np.array([s.label for s in self.data.test])
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
