@@ -52,6 +52,17 @@ class TrainPanel(Startable, w.VBox):
         )
         self.wide = w.Checkbox(value=False, description="wider search", indent=False, layout=w.Layout(width="auto"))
         self.wide.tooltip = "also try other layers, backbones and searches: about six fits per model instead of one"
+        self.defects = w.Dropdown(
+            options=[("broad (cut-paste, scar, blend, blob)", ""), ("thin lines (cracks, scratches)", "crack")],
+            value="",
+            description="defects like",
+            style=STYLE,
+            layout=w.Layout(width="440px"),
+        )
+        self.defects.tooltip = (
+            "the synthetic defects the choice is scored on (--proxy_kinds): thin lines where the line's defects are "
+            "hairline cracks or scratches"
+        )
         self.selection: Any = None
         self.description = w.HTML()
         self.form = w.VBox()
@@ -76,6 +87,7 @@ class TrainPanel(Startable, w.VBox):
         super().__init__(
             [
                 w.HBox([self.model, self.choose, self.wide]),
+                self.defects,
                 self.description,
                 self.form,
                 self.epochs,
@@ -219,6 +231,7 @@ class TrainPanel(Startable, w.VBox):
             return None
         fixed = {k: hparams[k] for k in ("image_size", "resize", "tiles") if k in hparams}
         seed, device, wide = self.seed.read() or 0, self.device.value, self.wide.value
+        kinds = [self.defects.value] if self.defects.value else None
         self.selection = None
         self._starting(f"choosing a model for {self.category_name} without labelled defects ...")
 
@@ -230,6 +243,7 @@ class TrainPanel(Startable, w.VBox):
                 self.data_root,
                 self.models_root,
                 wide=wide,
+                proxy_kinds=kinds,
                 log=None,
                 seed=seed,
                 device=device,
@@ -307,7 +321,7 @@ class TrainPanel(Startable, w.VBox):
 
     def _busy(self, busy: bool) -> None:
         self.start.disabled, self.stop.disabled, self.model.disabled = busy, not busy, busy
-        self.choose.disabled = self.wide.disabled = busy
+        self.choose.disabled = self.wide.disabled = self.defects.disabled = busy
 
     def _progress(self, stage: str, done: int, total: int) -> None:
         """A step of a long stage (distillation, an epoch, features, coreset, testing): the bar and its label."""

@@ -174,8 +174,10 @@ def test_choose_for_me_picks_a_model_without_defects_and_start_trains_it(sample_
     assert panel.selection is None and panel.model.value == "vae" and not panel.choose.disabled
     assert not [p for p in models.rglob("*") if p.is_dir() and p.parent.parent.parent == models]
 
+    panel.defects.value = "crack"  # scored on thin faint lines (--proxy_kinds crack)
     panel.choose.click()
     assert panel.job.kind == "selection" and panel.start.disabled and panel.choose.disabled
+    assert panel.defects.disabled
     finish(panel.job)
     chosen = panel.selection
     assert chosen is not None, panel.status.text
@@ -186,6 +188,7 @@ def test_choose_for_me_picks_a_model_without_defects_and_start_trains_it(sample_
     # the ranking of both candidates and the reason, as param/ records them; no test image was used
     why = yaml.safe_load((chosen.run_dir / "param" / "selection.yaml").read_text())
     assert why["chosen"] == chosen.best["candidate"] and why["proxy"]["test_split_used"] is False
+    assert why["proxy"]["kinds"] == ["crack"]
     assert panel.results.value.count("<tr>") == 1 + len(why["ranking"]) == 3
     assert why["why"] in panel.results.value and len(panel.plot.value) > 1000 and not panel.start.disabled
     # Start trains the choice into the selection's run directory
