@@ -74,7 +74,9 @@ def test_study_writes_param_files_and_train_params_reproduces_best(sample_root, 
     space = yaml.safe_load((param / "search_space.yaml").read_text())
     assert space == {**default_search_space("padim"), "image_size": 96}
     rows = (param / "trials.csv").read_text().splitlines()
-    assert rows[0].startswith("trial,state,value,image_auroc,image_f1,threshold,image_size,resize,backbone,layers")
+    assert rows[0].startswith(
+        "trial,state,value,image_auroc,image_f1,threshold,image_size,resize,tiles,backbone,layers"
+    )
     table = [r.split(",") for r in rows[1:]]
     assert len(table) == 4 and all(r[1] == "complete" for r in table)
     aurocs = [float(r[3]) for r in table]
