@@ -35,6 +35,7 @@ class ImageDataset(Dataset):
         self.labels = list(labels) if labels is not None else [0] * len(self.paths)
         self.masks = list(masks) if masks is not None else [None] * len(self.paths)
         self.augment = augment
+        self._decoded: tuple[int, np.ndarray] | None = None  # the last image, for its other tiles
 
     def __len__(self) -> int:
         return len(self.paths) * self.preprocess.n_tiles
@@ -42,7 +43,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, item: int) -> dict:
         i, k = divmod(item, self.preprocess.n_tiles)
         pre = self.preprocess
-        image = torch.from_numpy(pre.array(pre.tile(read_image(self.paths[i]), k)))
+        image = torch.from_numpy(pre.array(pre.tile(self._read(i), k)))
         if self.augment and torch.rand(()) < 0.5:
             image = image.flip(-1)
         size = (pre.image_size, pre.image_size)
@@ -54,6 +55,12 @@ class ImageDataset(Dataset):
         else:
             mask = resize_mask(pre.tile(read_mask(mask_path), k), size)
         return {"image": image, "label": self.labels[i], "mask": torch.from_numpy(mask), "index": i, "tile": k}
+
+    def _read(self, i: int) -> np.ndarray:
+        """Image ``i``, decoded once for all its tiles (tiles come in order unless shuffled)."""
+        if self._decoded is None or self._decoded[0] != i:
+            self._decoded = (i, read_image(self.paths[i]))
+        return self._decoded[1]
 
 
 def check_num_workers(num_workers: int) -> int:
