@@ -68,3 +68,38 @@ def test_mask_markers_and_defects_follow_the_frame_and_the_pixel_threshold(evalu
         assert sum(defects[p["frame_id"]]["defect_area"] for p in again) > area_before
         assert sum(defects[p["frame_id"]]["defect_area"] > 0 for p in again) >= 3  # most defects now show
         assert not listener.set_param("pixel_threshold", 1.5).successful  # outside its range
+
+
+def test_a_tiled_engine_folder_reports_defects_in_frame_pixels(mosaics, tmp_path):
+    """A model trained on 2x2 tiles, deployed as an engine folder: the node cuts each frame as training did."""
+    from ad_core import evaluate, load_bundle, train
+    from ad_core.convert import convtrt
+
+    run = train("padim", "Mosaic", mosaics, tmp_path / "runs", image_size=64, tiles="2x2", progress=False)
+    evaluate(run, mosaics, save_images=False, progress=False)  # the image and pixel thresholds
+    engine = tmp_path / "models" / "PaDiM" / "Mosaic" / "engine"
+    convtrt("padim", None, load_bundle(run).path / "meta.json", engine)
+    new_domain()
+    node = start_node(tmp_path / "node.log", model_path=engine, models_root=tmp_path / "models", capture="off",
+                      publish_overlay=False, pixel_threshold=0.3)  # fmt: skip
+    test = mosaics / "test" / "Mosaic"
+    plan = [{"file": str(p), "frame_id": p.stem, "encoding": "rgb8"} for p in sorted((test / "anomaly").glob("*"))[:8]]
+    plan += [{"file": str(p), "frame_id": p.stem, "encoding": "bgr8"} for p in sorted((test / "normal").glob("*"))[:4]]
+    with listening(node) as listener:
+        defects = {}
+        listener.node.create_subscription(String, "/anomaly/defects", lambda m: defects.__setitem__(
+            json.loads(m.data)["frame_id"], json.loads(m.data)), 50)  # fmt: skip
+        publish(plan, tmp_path)
+        listener.wait(lambda: all(p["frame_id"] in defects for p in plan), what="the tiled model's defects")
+    inspector = Inspector.open(engine, "onnxruntime", pixel_threshold=0.3)
+    quarters = []
+    for p in plan:
+        doc, expected = defects[p["frame_id"]], inspector(read_image(p["file"]))
+        assert doc["raw_score"] == pytest.approx(expected.raw_score, rel=1e-4, abs=1e-4)
+        assert [r["area"] for r in doc["regions"]] == [r.area for r in expected.regions()]
+        if "_q" in p["frame_id"] and doc["regions"]:
+            strongest = max(doc["regions"], key=lambda r: r["peak"])
+            x, y = strongest["centroid"]  # frame pixels of the 256-px mosaic, whose quarters are the tiles
+            quarters.append((2 * (y >= 128) + (x >= 128), int(p["frame_id"].split("_q")[1])))
+    assert len(quarters) >= 3, defects  # measured: 3 of the 8 defective frames reach 0.3 somewhere
+    assert all(found == true for found, true in quarters), quarters  # each in the quarter that holds the defect
