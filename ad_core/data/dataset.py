@@ -54,7 +54,7 @@ class ImageDataset(Dataset):
             mask = read_mask(mask_path, size)
         else:
             mask = resize_mask(pre.tile(read_mask(mask_path), k), size)
-        return {"image": image, "label": self.labels[i], "mask": torch.from_numpy(mask), "index": i, "tile": k}
+        return {"image": image, "label": self.labels[i], "mask": torch.from_numpy(mask), "index": i}
 
     def _read(self, i: int) -> np.ndarray:
         """Image ``i``, decoded once for all its tiles (tiles come in order unless shuffled)."""
