@@ -128,6 +128,22 @@ def device_selector(description: str = "device") -> w.Dropdown:
     return dropdown
 
 
+def defects_selector() -> w.Dropdown:
+    """Which synthetic defects a proxy scores on (``--proxy_kinds``); its value is a kind, or "" for the defaults."""
+    box = w.Dropdown(
+        options=[("broad (cut-paste, scar, blend, blob)", ""), ("thin lines (cracks, scratches)", "crack")],
+        value="",
+        description="defects like",
+        style=STYLE,
+        layout=w.Layout(width="440px"),
+    )
+    box.tooltip = (
+        "the synthetic defects the proxy scores on (--proxy_kinds): thin lines where the line's defects are "
+        "hairline cracks or scratches"
+    )
+    return box
+
+
 class ParamField(w.VBox):
     """One hyperparameter in a form: the input, never clamped; the allowed values and help under it; an error beside it.
 

@@ -19,6 +19,7 @@ from jupyter_ext._common import (
     ParamField,
     Startable,
     Status,
+    defects_selector,
     device_selector,
     file_link,
     param_widget,
@@ -52,17 +53,7 @@ class TrainPanel(Startable, w.VBox):
         )
         self.wide = w.Checkbox(value=False, description="wider search", indent=False, layout=w.Layout(width="auto"))
         self.wide.tooltip = "also try other layers, backbones and searches: about six fits per model instead of one"
-        self.defects = w.Dropdown(
-            options=[("broad (cut-paste, scar, blend, blob)", ""), ("thin lines (cracks, scratches)", "crack")],
-            value="",
-            description="defects like",
-            style=STYLE,
-            layout=w.Layout(width="440px"),
-        )
-        self.defects.tooltip = (
-            "the synthetic defects the choice is scored on (--proxy_kinds): thin lines where the line's defects are "
-            "hairline cracks or scratches"
-        )
+        self.defects = defects_selector()
         self.selection: Any = None
         self.description = w.HTML()
         self.form = w.VBox()

@@ -21,6 +21,7 @@ from jupyter_ext._common import (
     ParamField,
     Startable,
     Status,
+    defects_selector,
     device_selector,
     file_link,
     png_bytes,
@@ -31,8 +32,12 @@ from jupyter_ext.train import EPOCHS
 TRIALS = Param("trials", int, 10, "finished trials the study should hold", low=1, high=10000)
 
 
+def _param(model: str, name: str) -> Param:
+    return next(p for p in get_spec(model).all_params() if p.name == name)
+
+
 def _size_param(model: str) -> Param:
-    return next(p for p in get_spec(model).all_params() if p.name == "image_size")
+    return _param(model, "image_size")
 
 
 class TunePanel(Startable, w.VBox):
@@ -50,6 +55,7 @@ class TunePanel(Startable, w.VBox):
         self.model = w.Dropdown(options=list_models(), value=model, description="model", style=STYLE)
         self.image_size = ParamField(_size_param(model))
         self.image_size.write(image_size)
+        self.tiles = ParamField(_param(model, "tiles"))  # fixed for every trial, like the image size
         self.space = w.Textarea(layout=w.Layout(width="600px", height="180px"), description="search space", style=STYLE)
         self.trials = ParamField(TRIALS)
         self.device = device_selector()
@@ -59,6 +65,8 @@ class TunePanel(Startable, w.VBox):
             options=[("the labelled test split", "test"), ("proxy: held-out normals + synthetic defects", "proxy")],
             value="test", description="score trials on", style=STYLE, layout=w.Layout(width="480px"),
         )  # fmt: skip
+        self.defects = defects_selector()  # shown with the proxy objective only
+        self.defects.layout.display = "none"
         self.study = w.Text(value="", placeholder="<model>-<category>", description="study name", style=STYLE)
         self.start = w.Button(description="Start", button_style="primary", icon="play")
         self.stop = w.Button(description="Stop", icon="stop", disabled=True)
@@ -77,11 +85,13 @@ class TunePanel(Startable, w.VBox):
             [
                 self.model,
                 self.image_size,
+                self.tiles,
                 self.space,
                 self.trials,
                 self.epochs,
                 self.device,
                 self.objective,
+                self.defects,
                 w.HBox([self.metric, self.study]),
                 w.HBox([self.start, self.stop, self.train_best, self.progress, self.stage]),
                 self.status,
@@ -90,6 +100,7 @@ class TunePanel(Startable, w.VBox):
             ]
         )
         self.model.observe(lambda _: self._model_changed(), names="value")
+        self.objective.observe(lambda _: self._objective_changed(), names="value")
         self.start.on_click(lambda _: self.begin())
         self.stop.on_click(lambda _: self.job and self.job.stop())
         self.train_best.on_click(lambda _: self._hand_over())
@@ -113,6 +124,9 @@ class TunePanel(Startable, w.VBox):
         self.epochs.input.disabled = not get_spec(self.model.value).trained  # fitted in one pass: no epochs
         self.reset_space()
 
+    def _objective_changed(self) -> None:
+        self.defects.layout.display = None if self.objective.value == "proxy" else "none"
+
     def reset_space(self) -> None:
         """Fill the editor with the model's default search space (seed 001 table, offline backbones)."""
         text = yaml.safe_dump(default_search_space(self.model.value), sort_keys=False, default_flow_style=None)
@@ -127,7 +141,7 @@ class TunePanel(Startable, w.VBox):
             return None
         try:
             space = yaml.safe_load(self.space.value) or {}
-            trials, image_size = self.trials.read(), self.image_size.read()
+            trials, image_size, tiles = self.trials.read(), self.image_size.read(), self.tiles.read()
             epochs = self.epochs.read() if get_spec(self.model.value).trained else None
             if not self.category_name:
                 raise ValueError("choose a category in the Data tab first")
@@ -143,6 +157,8 @@ class TunePanel(Startable, w.VBox):
         self._busy(True)
         self.status.info(f"tuning {self.model.value} on {self.category_name} ...")
         model, metric, device, objective = self.model.value, self.metric.value, self.device.value, self.objective.value
+        kinds = [self.defects.value] if objective == "proxy" and self.defects.value else None
+        fixed = {"image_size": image_size, **({"tiles": tiles} if tiles and tiles != "1x1" else {})}
 
         def work(stop: threading.Event):
             return tune(
@@ -155,12 +171,13 @@ class TunePanel(Startable, w.VBox):
                 study=self.study.value or None,
                 metric=metric,
                 objective=objective,
+                proxy_kinds=kinds,
                 epochs=epochs,
                 stop=stop,
                 progress=False,
                 on_trial=self._trial,
                 device=device,
-                image_size=image_size,
+                **fixed,
             )
 
         self.job = Job(work, self._done, self._failed).start()
@@ -168,6 +185,7 @@ class TunePanel(Startable, w.VBox):
 
     def _busy(self, busy: bool) -> None:
         self.start.disabled, self.stop.disabled, self.model.disabled = busy, not busy, busy
+        self.objective.disabled = self.defects.disabled = busy
 
     def _trial(self, trial, study) -> None:
         from ad_core.viz import history_figure

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jupyter_ext import AnomalyStudio, DataPanel, ThresholdExplorer, TrainPanel
+from jupyter_ext import AnomalyStudio, DataPanel, ThresholdExplorer, TrainPanel, TunePanel
 
 CAT = "Sample_brick"
 WAIT = 600
@@ -198,6 +198,34 @@ def test_choose_for_me_picks_a_model_without_defects_and_start_trains_it(sample_
     meta = json.loads((chosen.run_dir / "pytorch" / "meta.json").read_text())
     assert meta["model"] == chosen.best["model"] and meta["image_size"] == 64
     assert (chosen.run_dir / "param" / "selection.csv").is_file()
+
+
+def test_tune_panel_scores_trials_on_thin_line_proxy_defects_with_tiles(sample_root, tmp_path):
+    import yaml
+
+    panel = TunePanel(sample_root, CAT, tmp_path / "models", model="padim", image_size=64)
+    assert panel.defects.layout.display == "none"  # only the proxy objective has synthetic defects to choose
+    panel.objective.value = "proxy"
+    assert panel.defects.layout.display is None
+    panel.defects.value = "crack"
+    panel.tiles.input.value = "1x2"
+    panel.space.value = "n_features: {low: 8, high: 16, step: 8}\n"
+    panel.trials.input.value = "1"
+    handed = []
+    panel.on_train_best(lambda *args: handed.append(args))
+    panel.start.click()
+    assert panel.objective.disabled and panel.defects.disabled
+    finish(panel.job)
+    assert panel.result is not None and panel.result.n_complete == 1, panel.status.text
+    doc = yaml.safe_load(panel.result.files["best_params"].read_text())
+    assert doc["objective"] == "proxy" and doc["proxy_kinds"] == ["crack"]
+    assert doc["params"]["tiles"] == "1x2" and doc["params"]["image_size"] == 64
+    assert not panel.objective.disabled
+    # "Train with best" hands the tiles on to the Train form with the rest
+    panel.train_best.click()
+    train = TrainPanel(sample_root, CAT, tmp_path / "models")
+    train.set_params(*handed[0])
+    assert train.hparams()["tiles"] == "1x2" and train.hparams()["image_size"] == 64
 
 
 def test_errors_appear_in_the_panel(sample_root, tmp_path):

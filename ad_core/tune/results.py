@@ -99,6 +99,7 @@ def write_results(
             "data_root": str(data_root),
             "metric": primary,
             "objective": identity.get("objective", "test"),
+            **({"proxy_kinds": identity["proxy_kinds"]} if "proxy_kinds" in identity else {}),
             "value": best.user_attrs.get(primary),
             "image_auroc": best.user_attrs.get("image_auroc"),
             "image_f1": best.user_attrs.get("image_f1"),
