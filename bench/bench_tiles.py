@@ -19,8 +19,9 @@ Usage::
 
     python bench/bench_tiles.py [--sets elpv_mono elpv_poly] [--models padim patchcore] [--data_root /tmp/ad_quality_data]
 
-Writes ``bench/results/tiles.json`` and prints a markdown table for ``docs/benchmarks.md``. ELPV is CC
-BY-NC-SA: the strips are written to a temporary folder and deleted.
+Adds its rows to ``bench/results/tiles.json`` (replacing the same set and model's) and prints a
+markdown table for ``docs/benchmarks.md``. ELPV is CC BY-NC-SA: the strips are written to a temporary
+folder and deleted.
 """
 
 from __future__ import annotations
@@ -135,7 +136,10 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     bq.RESULTS.mkdir(parents=True, exist_ok=True)
-    (bq.RESULTS / "tiles.json").write_text(json.dumps(rows, indent=1))
+    out = bq.RESULTS / "tiles.json"  # rows of earlier runs stay unless this run measured them again
+    done = {(r["set"], r["model"]) for r in rows}
+    kept = [r for r in (json.loads(out.read_text()) if out.is_file() else []) if (r["set"], r["model"]) not in done]
+    out.write_text(json.dumps(kept + rows, indent=1))
     print(
         "\n| set | model | anomalib (stretch) | "
         + " | ".join(f"ours {m}" for m in MODES)
