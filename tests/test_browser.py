@@ -4,7 +4,8 @@ Launcher card -> the studio in anomaly_studio.ipynb (no Untitled notebooks) -> a
 beside its field -> train PaDiM -> set the threshold by target (miss rate 0 %, then false-reject 0 %)
 and Save, each checked on the test scores with the value read back from meta.json -> Load again with
 the saved value already on the slider -> EfficientAD's progress before its first epoch ends, and Stop
--> every tab screenshotted and checked for broken pictures, cut labels and horizontal overflow.
+-> every tab screenshotted and checked for broken pictures, cut labels and horizontal overflow
+-> "Choose for me" -> a study on the proxy (thin-line defects, 1x2 tiles), its best_params.yaml read.
 Screenshots go to ``tests/artifacts/browser/`` (or ``$AD_TEST_ARTIFACTS``).
 """
 
@@ -218,5 +219,28 @@ def test_studio_forms_threshold_promise_progress_and_layout(lab):
             assert chosen["proxy"]["test_split_used"] is False and len(chosen["ranking"]) == 2
             visible(page, 'th:text-is("proxy AUROC")').scroll_into_view_if_needed()  # the ranking, under the form
             page.screenshot(path=ARTIFACTS / "7_chosen.png")
+
+            # Tune on the proxy with thin-line defects and 1x2 tiles: best_params.yaml on disk says so
+            tab(page, "Tune")
+            visible(page, '.widget-dropdown:has(> label:text-is("model")) select').select_option("padim")
+            assert not page.locator('.widget-dropdown:has(> label:text-is("defects like")) >> visible=true').count()
+            objective = visible(page, '.widget-dropdown:has(> label:text-is("score trials on")) select')
+            objective.select_option(label="proxy: held-out normals + synthetic defects")
+            defects = visible(page, '.widget-dropdown:has(> label:text-is("defects like")) select')
+            defects.select_option(label="thin lines (cracks, scratches)")
+            type_into(page, "image_size", "64", "Tab")
+            type_into(page, "tiles", "1x2", "Tab")
+            type_into(page, "trials", "1", "Tab")
+            problems = layout_problems(page)
+            assert not any(problems.values()), f"Tune with the proxy's row: {problems}"
+            visible(page, 'button:has-text("Start")').click()
+            wait_text(page, "1 complete", 300_000)
+            tuned = [p for p in (root / "models_ui").glob("*/Sample_brick/*/param/best_params.yaml")
+                     if (p.parent / "trials.csv").is_file()]  # fmt: skip  # not the selection's
+            (best,) = tuned
+            doc = yaml.safe_load(best.read_text())
+            assert doc["objective"] == "proxy" and doc["proxy_kinds"] == ["crack"]
+            assert doc["params"]["tiles"] == "1x2" and doc["params"]["image_size"] == 64
+            page.screenshot(path=ARTIFACTS / "8_tuned_on_the_proxy.png")
         finally:
             page.screenshot(path=ARTIFACTS / "last.png")
