@@ -148,6 +148,15 @@ def test_proxy_kinds_name_the_synthetic_defects_the_choice_is_scored_on(normals_
         (row,) = list(csv.DictReader(fh))
     assert [k for k in row if k.startswith("auroc_")] == ["auroc_crack"]
     assert 0.0 <= float(row["auroc_crack"]) <= 1.0
+    # tune on the same proxy: best_params.yaml says which defects its trials were scored on
+    space = tmp_path / "space.yaml"
+    space.write_text("n_features: {low: 8, high: 16, step: 8}\n")
+    tuned = ["--models_root", str(tmp_path / "tuned"), "--trials", "1", "--search_space", str(space)]
+    assert main(["tune", "--model", "padim", *args[:4], "--image_size", "64", *tuned, "--objective", "proxy",
+                 "--proxy_kinds", "crack"]) == 0  # fmt: skip
+    (best,) = (tmp_path / "tuned").glob("*/*/*/param/best_params.yaml")
+    doc = yaml.safe_load(best.read_text())
+    assert doc["objective"] == "proxy" and doc["proxy_kinds"] == ["crack"]
     capsys.readouterr()
     for bad, message in (
         (
