@@ -158,7 +158,7 @@ class TunePanel(Startable, w.VBox):
         self.status.info(f"tuning {self.model.value} on {self.category_name} ...")
         model, metric, device, objective = self.model.value, self.metric.value, self.device.value, self.objective.value
         kinds = [self.defects.value] if objective == "proxy" and self.defects.value else None
-        fixed = {"image_size": image_size, **({"tiles": tiles} if tiles and tiles != "1x1" else {})}
+        fixed = {"image_size": image_size, **({"tiles": tiles} if tiles else {})}  # empty field: the default
 
         def work(stop: threading.Event):
             return tune(
