@@ -233,7 +233,9 @@ def history_figure(values: list[float | None], title: str, ylabel: str):
 
 def selection_plot(ranked: list[dict], path: Path, title: str) -> None:
     """Proxy AUROC of each candidate of ``ad-core select`` (best first; the chosen one in red), as PNG."""
-    fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.42 * max(1, len(ranked))), dpi=100)
+    # room for the title and the axis label as well as the bars: with one candidate, a figure sized
+    # by the bars alone was too short to lay out
+    fig, ax = plt.subplots(figsize=(6.4, 1.4 + 0.42 * len(ranked)), dpi=100)
     names = [r["candidate"] for r in ranked][::-1]
     values = [r["auroc"] for r in ranked][::-1]
     colours = ["tab:blue"] * (len(ranked) - 1) + ["tab:red"]

@@ -168,3 +168,17 @@ def test_proxy_kinds_name_the_synthetic_defects_the_choice_is_scored_on(normals_
     ):
         assert main(bad) == 2
         assert message in capsys.readouterr().err
+
+
+def test_selection_plot_lays_out_one_candidate(tmp_path):
+    """A choice among one candidate (``--candidates padim``) still gets room for its title and axis label."""
+    import warnings
+
+    from PIL import Image
+
+    from ad_core.viz import selection_plot
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Tight layout not applied" when it cannot fit them
+        selection_plot([{"candidate": "padim lite0", "auroc": 0.93}], tmp_path / "one.png", "Sample_brick: proxy AUROC")
+    assert Image.open(tmp_path / "one.png").size[1] >= 130
