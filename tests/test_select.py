@@ -171,7 +171,7 @@ def test_proxy_kinds_name_the_synthetic_defects_the_choice_is_scored_on(normals_
 
 
 def test_selection_plot_lays_out_one_candidate(tmp_path):
-    """A choice among one candidate (``--candidates padim``) still gets room for its title and axis label."""
+    """A choice among one candidate (``--models padim``) still gets room for its title and axis label."""
     import warnings
 
     from PIL import Image
