@@ -132,9 +132,12 @@ class AnomalyModel(ABC):
         return arrays
 
     def scoring_graph(self) -> nn.Module:
-        """The module that is exported to ONNX and run by the torch backend, in eval mode."""
+        """The module that is exported to ONNX and run by the torch backend, in eval mode, on the model's device.
+
+        The graph's own buffers (PaDiM's blur kernel) follow the module onto the GPU.
+        """
         self.module.eval()
-        return self.spec.graph_class(self.module).eval()
+        return self.spec.graph_class(self.module).eval().to(self.device.torch())
 
     def scorer(self, bank_search: str = "auto"):
         """A :class:`ad_core.runtime.Scorer` on the current weights (torch graph + head), for raw scores."""
