@@ -112,6 +112,21 @@ def test_bundle_reload_reproduces_test_scores(model, evaluated):
 
 
 @pytest.mark.parametrize("model", MODELS)
+def test_scoring_graph_is_built_on_the_models_device(model):
+    """The graph's own buffers follow the module: PaDiM's blur kernel stayed on the CPU and training
+    on a GPU crashed. torch's "meta" device stands in for CUDA here; tests/test_gpu.py runs the real one.
+    """
+    from ad_core.device import Device
+
+    m = create_model(model, image_size=256)
+    m.module.to("meta")
+    m.device = Device("meta", "fp32", "a stand-in for a GPU")
+    graph = m.scoring_graph()
+    tensors = [*graph.parameters(), *graph.buffers()]
+    assert tensors and {t.device.type for t in tensors} == {"meta"}
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_factory_validates_hyperparameters(model):
     from ad_core.errors import ConfigError
 
