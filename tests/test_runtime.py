@@ -78,3 +78,24 @@ def test_graph_of_another_model_or_size_is_refused(trained, tmp_path):
         scorer.raw(torch.zeros(1, 3, 64, 64))
     with pytest.raises(BundleError, match="backend 'tensorflow' is not available"):
         open_scorer(padim, "tensorflow")
+
+
+def test_torch_scorer_runs_ieee_fp32_and_restores_the_switches(trained, images):
+    """The torch scorer turns off TF32 while it runs (on a GPU it moved scores by up to 9e-3) and puts the
+    process's switches back afterwards. The switches can be read on the CPU too, where TF32 does nothing.
+    """
+    scorer = open_scorer(trained("padim"), backend="torch", device="cpu")
+    seen = []
+    hook = scorer.runner.graph.register_forward_pre_hook(
+        lambda *_: seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+    )
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        scorer(images[:2])
+        after = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    finally:
+        hook.remove()
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == [(False, False)]
+    assert after == (True, True)
