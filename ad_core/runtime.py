@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "bf16")
-BANK_SEARCHES = ("auto", "cells", "faiss")
+BANK_SEARCHES = ("auto", "cells", "faiss", "torch")
 ENGINE_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".pth": "torch"}
 
 
@@ -123,6 +123,7 @@ class Scorer:
         }
         head_cls = model.spec.head_class
         arrays = model.artifacts() if head_cls.uses_arrays else None
+        bank_search = _beside_the_graph(model, bank_search)
         return cls(meta, TorchRunner(model), head_cls.open(meta, arrays, f"{model.name} (in memory)", bank_search))
 
     @property
@@ -202,6 +203,12 @@ class Scorer:
         spent = (time.perf_counter() - t0) * 1000.0
         self.timings["maps"] = spent - sum(self.timings.values())  # what is left: map post-processing, normalising
         return out
+
+
+def _beside_the_graph(model: AnomalyModel, bank_search: str) -> str:
+    """``auto`` for a torch graph on a GPU: search the bank on that GPU (no round trip through the host)."""
+    device = model.device.torch()
+    return f"torch:{device}" if bank_search == "auto" and device.type == "cuda" else bank_search
 
 
 def _is_tensor(x: Any) -> bool:
@@ -286,8 +293,8 @@ def open_scorer(
             only: bfloat16 on CPUs with AVX512-BF16/AMX, faster, scores within about 1 %). TensorRT's
             reduced precision is chosen when the engine is built (``convtrt --fp16``).
         bank_search: PatchCore's memory-bank search: ``"auto"`` (FAISS's GPU index where FAISS sees a
-            GPU, else the pruned exact ``CellIndex``), ``"cells"`` or ``"faiss"``
-            (``IndexFlatL2``). All three return the same neighbours; see
+            GPU, else the pruned exact ``CellIndex``), ``"cells"``, ``"faiss"`` (``IndexFlatL2``) or
+            ``"torch"`` (the bank on the GPU through torch). All return the same neighbours; see
             :class:`ad_core.models.patchcore.head.PatchcoreHead`.
         spinning: whether ONNX Runtime's idle worker threads busy-wait for the next operator. Default:
             yes for full scoring graphs when the process does nothing else (15-22 % faster), no for
@@ -395,13 +402,15 @@ def _from_bundle(
 ) -> Scorer:
     meta = {**bundle.meta, "preprocessing": bundle.preprocess.to_dict()}
     head_cls = bundle.model.spec.head_class
+    if backend == "torch":
+        bundle.model.to(device or "auto")
+        bank_search = _beside_the_graph(bundle.model, bank_search)
     if memory_bank is not None:
         head = _head_for(meta, bundle.path, memory_bank, bank_search)
     else:
         arrays = bundle.model.artifacts() if head_cls.uses_arrays else None
         head = head_cls.open(meta, arrays, bundle.path / (bundle.model.artifact_file or ""), bank_search)
     if backend == "torch":
-        bundle.model.to(device or "auto")
         return Scorer(meta, TorchRunner(bundle.model), head, bundle.path, bundle)
     if backend == "tensorrt":
         raise BundleError(f"{bundle.path}: TensorRT runs a built engine: run `ad-core convtrt` and open its model.plan")

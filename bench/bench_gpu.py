@@ -207,6 +207,7 @@ def inference(tmp: Path, root: Path, category: str, reps: int, device: str = "cu
                 ref_fp16 = sync_timed(lambda module=module, t1=t1: module(t1), reps)
         out[model] = {
             "ours": ours,
+            **({"bank_search": scorer.search.engine} if scorer.search is not None else {}),
             f"{ours}_b1_ms": ours_1,
             f"{ours}_b16_img_per_s": 16000.0 / ours_16,
             "anomalib_torch_fp32_b1_ms": ref_fp32,

@@ -2,7 +2,9 @@
 
 * training on CUDA (mixed precision) scores within 0.01 image AUROC of the same training on the CPU
   (0.05 for the two models that train networks);
-* the torch scorer on CUDA (``--backend torch --device cuda``) gives ONNX Runtime's CPU scores;
+* the torch scorer on CUDA (``--backend torch --device cuda``) gives ONNX Runtime's CPU scores, with
+  PatchCore's bank searched on the GPU;
+* PaDiM's statistics and PatchCore's bank fitted on CUDA are the CPU's;
 * TensorRT fp32 engines match ONNX Runtime to 1e-3, fp16 ones to 1e-2;
 * FAISS's GPU index returns the CPU search's neighbours;
 * a ``.plan`` is opened and scored in a fresh process that never imports torch.
@@ -126,6 +128,8 @@ def test_torch_scorer_on_cuda_matches_onnxruntime_on_the_cpu(model, trained, ima
     cpu_out = open_scorer(trained(model), device="cpu")(images)
     gpu = open_scorer(trained(model), backend="torch", device="cuda")
     assert gpu.backend == "torch" and next(gpu.bundle.model.module.parameters()).is_cuda
+    if model == "patchcore":  # the bank is searched on the GPU, beside the graph
+        assert gpu.search.engine == "torch-cuda" and gpu.search.on_gpu
     gpu_out = gpu(images)
     worst = np.max(np.abs(gpu_out.raw_score - cpu_out.raw_score) / np.abs(cpu_out.raw_score))
     print(f"{model}: torch on CUDA against ONNX Runtime on the CPU, worst relative score difference {worst:.2e}")
@@ -133,6 +137,39 @@ def test_torch_scorer_on_cuda_matches_onnxruntime_on_the_cpu(model, trained, ima
     scale = np.abs(cpu_out.raw_map).max()
     np.testing.assert_allclose(gpu_out.raw_map, cpu_out.raw_map, rtol=FP32_RTOL, atol=FP32_RTOL * scale)
     assert (gpu_out.is_anomaly == cpu_out.is_anomaly).mean() >= 0.95
+
+
+@needs_cuda
+def test_fits_on_cuda_build_the_cpus_statistics_and_bank(sample_root):
+    """PaDiM's Gaussian (now inverted on the GPU) and PatchCore's bank from a fit on CUDA equal the CPU's.
+
+    Both fits extract features in IEEE fp32, so the two differ by float rounding only.
+    """
+    from ad_core import create_model
+    from ad_core.models.base import FitConfig
+
+    train = resolve_category(sample_root, "Sample_brick").train[:16]
+    cfg = FitConfig(batch_size=8, progress=False)
+    fitted = {}
+    for name in ("padim", "patchcore"):
+        for device in ("cpu", "cuda"):
+            model = create_model(name, image_size=128).to(device)
+            model.prepare_pretrained(cfg)
+            model.fit(train, [], cfg)
+            fitted[name, device] = model.artifacts()
+    cpu, gpu = fitted["padim", "cpu"], fitted["padim", "cuda"]
+    np.testing.assert_allclose(gpu["mean"], cpu["mean"], rtol=1e-4, atol=1e-5 * np.abs(cpu["mean"]).max())
+    np.testing.assert_allclose(
+        gpu["covariance"], cpu["covariance"], rtol=0, atol=1e-4 * np.abs(cpu["covariance"]).max()
+    )
+    inv_scale = np.abs(cpu["inv_covariance"]).max()  # an inverse amplifies rounding by the condition number
+    np.testing.assert_allclose(gpu["inv_covariance"], cpu["inv_covariance"], rtol=0, atol=1e-3 * inv_scale)
+    cpu_bank, gpu_bank = fitted["patchcore", "cpu"]["memory_bank"], fitted["patchcore", "cuda"]["memory_bank"]
+    assert cpu_bank.shape == gpu_bank.shape
+    nearest = ((gpu_bank[:, None, :] - cpu_bank[None]) ** 2).sum(-1).min(1) ** 0.5
+    same = nearest <= 1e-3 * np.linalg.norm(gpu_bank, axis=1)
+    print(f"PatchCore bank on CUDA: {same.mean():.1%} of its rows are rows of the CPU's bank")
+    assert same.mean() >= 0.98  # the greedy may take the other of two near-equal points
 
 
 def test_faiss_gpu_returns_the_cpu_neighbours(trained):

@@ -10,7 +10,7 @@ from ad_core.data.images import read_image
 from ad_core.data.layout import resolve_category
 from ad_core.errors import BundleError
 from ad_core.models.patchcore.head import PatchcoreHead
-from ad_core.models.patchcore.knn import CellIndex
+from ad_core.models.patchcore.knn import CellIndex, TorchIndex
 from ad_core.runtime import open_scorer
 
 
@@ -97,6 +97,27 @@ def test_unstructured_bank_goes_to_faiss_and_stays_exact(k):
     assert forced.stats["faiss"] == 0
 
 
+@pytest.mark.parametrize("k", [1, 9])
+def test_torch_index_is_exact_where_the_expansion_is_not(k):
+    """The torch search (a GPU's, run here on the CPU) re-ranks its candidates by direct distances:
+    the same neighbours and distances as float64, even next to a row where the expansion loses digits,
+    and over several chunks of queries."""
+    bank = clustered(3000, 152, seed=3) * 10
+    queries = near_and_far(bank, 500, 40)
+    queries[::50] = bank[:11] + np.float32(0.01)
+    index = TorchIndex(bank, "cpu", chunk=3000 * 128)  # 128 queries at a time: five chunks
+    assert index.rows_at_once == 128
+    got_d2, got_i = index.search(queries, k)
+    assert_exact(queries, bank, k, got_d2, got_i)
+    near = brute_force(queries[::50], bank, 1)[0][:, 0]
+    np.testing.assert_allclose(got_d2[::50, 0], near, rtol=1e-5)
+    assert (got_i[::50, 0] == np.arange(11)).all()
+    with pytest.raises(ValueError, match="width 152"):
+        index.search(np.zeros((3, 5), np.float32))
+    with pytest.raises(ValueError, match="between 1 and the bank size 3000"):
+        index.search(queries, 3001)
+
+
 def test_probe_share_tells_a_prunable_bank_from_one_that_is_not():
     """What PatchCore's ``whiten_mode`` auto reads: the share of the bank the pruned scan computes."""
     bank = clustered(3000, 152, seed=0)
@@ -145,7 +166,7 @@ def test_bad_input_is_refused_with_the_shapes():
         index.search(np.zeros((3, 5), np.float32))
     with pytest.raises(ValueError, match="between 1 and the bank size 100"):
         index.search(np.zeros((3, 8), np.float32), 101)
-    with pytest.raises(BundleError, match="choose one of auto, cells, faiss"):
+    with pytest.raises(BundleError, match="choose one of auto, cells, faiss, torch"):
         PatchcoreHead(np.ones((4, 3), np.float32), engine="kdtree")
 
 
@@ -155,12 +176,15 @@ def test_patchcore_scores_with_cells_match_faiss(trained, sample_root):
     images = [read_image(s.path) for s in data.test]
     cells = open_scorer(run, bank_search="cells")
     flat = open_scorer(run, bank_search="faiss")
-    assert (cells.search.engine, flat.search.engine) == ("cells", "faiss")
+    on_torch = open_scorer(run, bank_search="torch")  # a GPU's search, on the CPU here
+    assert (cells.search.engine, flat.search.engine, on_torch.search.engine) == ("cells", "faiss", "torch-cpu")
     assert open_scorer(run).search.engine == "cells"  # the CPU default
-    a, b = cells(images), flat(images)
-    np.testing.assert_allclose(a.raw_score, b.raw_score, rtol=1e-4)
-    np.testing.assert_allclose(a.raw_map, b.raw_map, rtol=1e-3, atol=1e-3 * np.abs(b.raw_map).max())
-    np.testing.assert_array_equal(a.is_anomaly, b.is_anomaly)
+    a = cells(images)
+    for other in (flat, on_torch):
+        b = other(images)
+        np.testing.assert_allclose(a.raw_score, b.raw_score, rtol=1e-4)
+        np.testing.assert_allclose(a.raw_map, b.raw_map, rtol=1e-3, atol=1e-3 * np.abs(b.raw_map).max())
+        np.testing.assert_array_equal(a.is_anomaly, b.is_anomaly)
     # both against float64 brute force on the embeddings themselves
     batch = torch.stack([cells.preprocess(im) for im in images[:3]])
     emb = cells.runner(batch.numpy())[0]

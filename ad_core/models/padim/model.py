@@ -17,26 +17,45 @@ from ad_core.data.dataset import ImageDataset, make_loader
 from ad_core.errors import BundleError, ConfigError
 from ad_core.models.backbone_model import BackboneModel, layer_channels, layer_reductions
 from ad_core.models.base import FitConfig, TrainingStopped
+from ad_core.runners import ieee_fp32
 
 REG = 0.01 + 1e-5  # anomalib's regularisation of the covariance
 
 
-def _shrink(covariance: np.ndarray, s: float) -> np.ndarray:
+def _eye(covariance: torch.Tensor) -> torch.Tensor:
+    return torch.eye(covariance.shape[-1], dtype=covariance.dtype, device=covariance.device)
+
+
+def _mean_variance(covariance: torch.Tensor) -> torch.Tensor:
+    """``tr S / C`` per position, shaped to broadcast against ``(HW, C, C)``."""
+    return covariance.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None]
+
+
+def _shrink(covariance: torch.Tensor, s: float) -> torch.Tensor:
     """``(1 - s) S + s (tr S / C) I`` per position (``S``: ``(HW, C, C)``)."""
     if s <= 0:
         return covariance
-    c = covariance.shape[-1]
-    mu = np.trace(covariance, axis1=-2, axis2=-1) / c
-    return (1 - s) * covariance + s * mu[:, None, None] * np.eye(c)
+    return (1 - s) * covariance + s * _mean_variance(covariance) * _eye(covariance)
 
 
-def _unshrink(shrunk: np.ndarray, s: float) -> np.ndarray:
+def _unshrink(shrunk: torch.Tensor, s: float) -> torch.Tensor:
     """The inverse of :func:`_shrink` (the trace is unchanged by shrinking)."""
     if s <= 0:
         return shrunk
-    c = shrunk.shape[-1]
-    mu = np.trace(shrunk, axis1=-2, axis2=-1) / c
-    return (shrunk - s * mu[:, None, None] * np.eye(c)) / (1 - s)
+    return (shrunk - s * _mean_variance(shrunk) * _eye(shrunk)) / (1 - s)
+
+
+def _inverse(matrices: torch.Tensor) -> torch.Tensor:
+    """Batched inverse in the input's precision, on its device: torch's on a GPU, numpy's on the CPU.
+
+    A batched ``torch.linalg.inv`` of 1,024 152x152 matrices returned garbage with MKL on a CPU
+    (docs/benchmarks.md), so the CPU keeps numpy's LAPACK. On a GPU, inverting there spares moving
+    the covariances (757 MB at 256 px) to the host and a slow host inverse (an H200 fitted PaDiM
+    6.5x slower than anomalib with numpy's).
+    """
+    if matrices.is_cuda:
+        return torch.linalg.inv(matrices)
+    return torch.from_numpy(np.linalg.inv(matrices.numpy()))
 
 
 class PooledPadimModel(PadimModel):
@@ -76,6 +95,8 @@ class Padim(BackboneModel):
     """Mahalanobis distance of each patch to a per-position Gaussian of normal features."""
 
     name = "padim"
+    chunk = 512
+    """Positions whose covariance is shrunk and inverted at once."""
 
     def build_module(self) -> PadimModel:
         """AnomaLib's torch model with a seeded channel subset (all channels by default) and the feature pooling."""
@@ -104,12 +125,15 @@ class Padim(BackboneModel):
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)
-        self.covariance: np.ndarray | None = None  # (HW, C, C) sample covariance, float64
+        self.covariance: torch.Tensor | None = None  # (HW, C, C) sample covariance, float64, on the device
         self.n_samples = 0
 
     @torch.no_grad()
-    def _moments(self, paths: Sequence[Path], cfg: FitConfig) -> tuple[int, np.ndarray, np.ndarray]:
-        """Image count, per-position sums ``(C, HW)`` and sums of outer products ``(HW, C, C)`` (float64)."""
+    def _moments(self, paths: Sequence[Path], cfg: FitConfig) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Image count, per-position sums ``(C, HW)`` and sums of outer products ``(HW, C, C)``, float64 on the device.
+
+        The features are extracted in IEEE fp32 (no TF32 on a GPU), as the scorer computes them.
+        """
         loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
         m = self.module
         n, total, outer = 0, None, None
@@ -117,32 +141,39 @@ class Padim(BackboneModel):
             if cfg.stop.is_set():
                 raise TrainingStopped("training stopped on request")
             cfg.progress_of("features", i, len(loader))
-            emb = m.generate_embedding(m.feature_extractor(self.on_device(batch["image"])))
+            with ieee_fp32():
+                emb = m.generate_embedding(m.feature_extractor(self.on_device(batch["image"])))
             emb = emb.reshape(emb.shape[0], emb.shape[1], -1).double()
             s, q = emb.sum(0), torch.einsum("bci,bdi->icd", emb, emb)
             total, outer = (s, q) if total is None else (total + s, outer + q)
             n += emb.shape[0]
-        return n, total.cpu().numpy(), outer.cpu().numpy()
+        return n, total, outer
 
-    def _set_gaussian(self, n: int, mean: np.ndarray, covariance: np.ndarray) -> None:
+    @torch.no_grad()
+    def _set_gaussian(self, n: int, mean: torch.Tensor, covariance: torch.Tensor) -> None:
         """Install mean and inverse covariance: shrunk toward the mean variance, then anomalib's +0.01 I + 1e-5 I.
 
         With a few hundred images and 150 channels the sample covariance's smallest eigenvalues are mostly
         noise, and the Mahalanobis distance amplifies them; shrinking toward a scaled identity (Ledoit
         and Wolf's target) keeps the directions the data supports. ``shrinkage`` 0 is anomalib's estimator.
+        Computed in float64 on the model's device, ``chunk`` positions at a time (bounded memory).
         """
-        c = mean.shape[0]
-        inv = np.linalg.inv(_shrink(covariance, float(self.hparams["shrinkage"])) + REG * np.eye(c))
         dev = self.device.torch()
-        self.module.gaussian.mean = torch.from_numpy(mean.astype(np.float32)).to(dev)
-        self.module.gaussian.inv_covariance = torch.from_numpy(inv.astype(np.float32)).to(dev)
+        covariance = covariance.to(dev, torch.float64)
+        inv = torch.empty(covariance.shape, dtype=torch.float32, device=dev)
+        reg = REG * _eye(covariance)
+        for s in range(0, len(covariance), self.chunk):
+            block = _shrink(covariance[s : s + self.chunk], float(self.hparams["shrinkage"])) + reg
+            inv[s : s + self.chunk] = _inverse(block).to(dev)
+        self.module.gaussian.mean = mean.to(dev, torch.float32)
+        self.module.gaussian.inv_covariance = inv
         self.covariance, self.n_samples = covariance, n
 
-    def _fit_moments(self, n: int, total: np.ndarray, outer: np.ndarray) -> dict[str, Any]:
+    def _fit_moments(self, n: int, total: torch.Tensor, outer: torch.Tensor) -> dict[str, Any]:
         if n < 2:
             raise ConfigError(f"PaDiM needs at least 2 training images, got {n}")
         mean = total / n
-        covariance = (outer - n * np.einsum("ci,di->icd", mean, mean)) / (n - 1)
+        covariance = (outer - n * torch.einsum("ci,di->icd", mean, mean)) / (n - 1)
         self._set_gaussian(n, mean, covariance)
         return {"n_features": int(mean.shape[0]), "positions": int(mean.shape[1]), "n_samples": n}
 
@@ -178,17 +209,18 @@ class Padim(BackboneModel):
 
     def absorb(self, paths: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
         """Merge the images into the statistics exactly (as a fit on all the images would give them)."""
+        g = self.module.gaussian
         if self.covariance is None:  # seed-era stats.npz: recover the covariance from its inverse
-            inv = self.module.gaussian.inv_covariance.double().cpu().numpy()
-            self.covariance = _unshrink(np.linalg.inv(inv) - REG * np.eye(inv.shape[-1]), self.hparams["shrinkage"])
-        n0, mean0 = self.n_samples, self.module.gaussian.mean.double().cpu().numpy()
+            inv = g.inv_covariance.double()
+            self.covariance = _unshrink(_inverse(inv).to(inv.device) - REG * _eye(inv), self.hparams["shrinkage"])
+        n0, mean0 = self.n_samples, g.mean.double()
         n1, total1, outer1 = self._moments(paths, cfg)
         mean1 = total1 / n1
-        scatter1 = outer1 - n1 * np.einsum("ci,di->icd", mean1, mean1)
+        scatter1 = outer1 - n1 * torch.einsum("ci,di->icd", mean1, mean1)
         # Chan et al.'s pairwise update: no cancellation between large sums of squares
         n = n0 + n1
         delta = mean1 - mean0
-        scatter = self.covariance * (n0 - 1) + scatter1 + np.einsum("ci,di->icd", delta, delta) * (n0 * n1 / n)
+        scatter = self.covariance * (n0 - 1) + scatter1 + torch.einsum("ci,di->icd", delta, delta) * (n0 * n1 / n)
         self._set_gaussian(n, mean0 + delta * (n1 / n), scatter / (n - 1))
         info = {"n_features": int(mean0.shape[0]), "positions": int(mean0.shape[1]), "n_samples": n}
         return {"mode": "merge", "old_n_samples": n0, "new_images": n1, **info}
@@ -209,7 +241,7 @@ class Padim(BackboneModel):
             "inv_covariance": g.inv_covariance.cpu().numpy().astype(np.float32),
         }
         if self.covariance is not None:
-            out["covariance"] = self.covariance.astype(np.float32)
+            out["covariance"] = self.covariance.cpu().numpy().astype(np.float32)
             out["n_samples"] = np.asarray(self.n_samples, np.int64)
         return out
 
@@ -232,4 +264,4 @@ class Padim(BackboneModel):
             cov = np.asarray(arrays["covariance"], np.float64)
             if cov.shape != tuple(inv.shape):
                 raise BundleError(f"stats.npz: covariance has shape {cov.shape}, expected {tuple(inv.shape)}")
-            self.covariance = cov
+            self.covariance = torch.from_numpy(cov).to(self.device.torch())

@@ -9,7 +9,10 @@ the other cores from the rest of the frame.
 and otherwise :class:`ad_core.models.patchcore.knn.CellIndex`, an exact search that skips the bank
 rows the triangle inequality rules out and hands calls where that does not pay to FAISS (same
 neighbours as brute force); ``"cells"`` forces that one; ``"faiss"`` forces FAISS's ``IndexFlatL2``
-(GPU index when possible).
+(GPU index when possible); ``"torch"`` keeps the bank on a torch device (the GPU where there is one,
+or ``"torch:cuda:1"``) and searches there (:class:`ad_core.models.patchcore.knn.TorchIndex`). The
+torch scorer of a model on a GPU uses that one (:meth:`ad_core.runtime.Scorer.for_model`); the
+deployed path never imports torch for it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ad_core.errors import BundleError
 from ad_core.filters import gaussian_blur_numpy, nearest_resize
 from ad_core.graph_io import EMBEDDING_OUTPUT
 
-BANK_SEARCHES = ("auto", "cells", "faiss")
+BANK_SEARCHES = ("auto", "cells", "faiss", "torch")
 
 
 @functools.cache
@@ -49,6 +52,7 @@ class PatchcoreHead:
         engine: str = "auto",
         whitening: np.ndarray | None = None,
     ) -> None:
+        engine, _, torch_device = engine.partition(":")
         if engine not in BANK_SEARCHES:
             raise BundleError(f"bank search {engine!r}: choose one of {', '.join(BANK_SEARCHES)}")
         bank = np.ascontiguousarray(bank, np.float32)
@@ -68,6 +72,15 @@ class PatchcoreHead:
         self.num_neighbors = int(num_neighbors)
         self.on_gpu = False
         self.timings: dict[str, float] = {"bank_search": 0.0}
+        if engine == "torch":
+            import torch
+
+            from ad_core.models.patchcore.knn import TorchIndex
+
+            torch_device = torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.index, self.engine = TorchIndex(bank, torch_device), f"torch-{torch.device(torch_device).type}"
+            self.on_gpu = self.index.device.type == "cuda"
+            return
         if engine in ("auto", "faiss"):
             import faiss
 

@@ -293,3 +293,57 @@ class CellIndex:
             self._faiss_calls = 1
             self._brute(q, rest, out_d, out_i)
         return out_d, self.order[out_i]
+
+
+class TorchIndex:
+    """Exact k-nearest-neighbour search on a torch device: the bank lives there, one matrix product per call.
+
+    For the torch scorer on a GPU (training, calibration and ``test`` on a PC): :class:`CellIndex`
+    would search on the host, several times slower than the model's own forward pass there (an H200
+    took 18 ms a frame against anomalib's 4.4 ms). Candidates come from the ``|q|^2 + |b|^2 - 2 q.b``
+    expansion in IEEE fp32 (no TF32), a few more than asked for; their distances are then recomputed
+    directly, as :class:`CellIndex` does, and the nearest ``k`` of those are returned. Same
+    ``search(queries, k) -> (squared distances, indices)`` as FAISS and :class:`CellIndex`.
+
+    Args:
+        bank: the ``(N, D)`` rows to search.
+        device: a torch device (``"cuda"``, ``"cuda:1"``, ``"cpu"``).
+        spare: extra candidates re-ranked by their direct distance (near ties of the expansion).
+        chunk: matrix elements computed at once (bounds the memory a large batch takes).
+    """
+
+    def __init__(self, bank: np.ndarray, device: str = "cuda", spare: int = 8, chunk: int = 2**26) -> None:
+        import torch
+
+        bank = np.ascontiguousarray(bank, np.float32)
+        if bank.ndim != 2 or bank.shape[0] == 0:
+            raise ValueError(f"the bank must be a non-empty (N, D) array, got shape {bank.shape}")
+        self.ntotal, self.d = bank.shape
+        self.device = torch.device(device)
+        self.bank = torch.from_numpy(bank).to(self.device)
+        self.norms = (self.bank * self.bank).sum(1)
+        self.spare, self.rows_at_once = int(spare), max(1, int(chunk) // self.ntotal)
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances and indices ``(n, k)`` of each query's ``k`` nearest rows, nearest first."""
+        import torch
+
+        from ad_core.runners import ieee_fp32
+
+        q = np.ascontiguousarray(queries, np.float32)
+        if q.ndim != 2 or q.shape[1] != self.d:
+            raise ValueError(f"queries of shape {q.shape} do not match a bank of width {self.d}")
+        if not 1 <= k <= self.ntotal:
+            raise ValueError(f"k must be between 1 and the bank size {self.ntotal}, got {k}")
+        wide = min(self.ntotal, k + self.spare)
+        out_d, out_i = [], []
+        with torch.no_grad(), ieee_fp32():
+            for s in range(0, len(q), self.rows_at_once):
+                x = torch.from_numpy(q[s : s + self.rows_at_once]).to(self.device)
+                approx = torch.addmm(self.norms[None, :], x, self.bank.T, alpha=-2.0)
+                cand = approx.topk(wide, dim=1, largest=False).indices
+                exact = ((self.bank[cand] - x[:, None, :]) ** 2).sum(-1)
+                d2, pick = exact.topk(k, dim=1, largest=False)
+                out_d.append(d2)
+                out_i.append(cand.gather(1, pick))
+        return torch.cat(out_d).cpu().numpy(), torch.cat(out_i).cpu().numpy().astype(np.int64)

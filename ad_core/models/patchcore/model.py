@@ -18,6 +18,7 @@ from ad_core.models.base import FitConfig, TrainingStopped
 from ad_core.models.patchcore.coreset import k_center_greedy, k_center_greedy_plain
 from ad_core.models.patchcore.graph import EmbeddingGraph
 from ad_core.models.patchcore.knn import CellIndex
+from ad_core.runners import ieee_fp32
 
 
 def whitening_matrix(embeddings: torch.Tensor, shrinkage: float) -> torch.Tensor:
@@ -57,8 +58,12 @@ class PatchCore(BackboneModel):
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Patch embeddings ``(B*h*w, D)``: the export graph's output, as PatchcoreModel reshapes it."""
-        return self.module.reshape_embedding(EmbeddingGraph(self.module)(images))
+        """Patch embeddings ``(B*h*w, D)``: the export graph's output, as PatchcoreModel reshapes it.
+
+        In IEEE fp32 (no TF32 on a GPU): the bank is then made of the features the scorer computes.
+        """
+        with ieee_fp32():
+            return self.module.reshape_embedding(EmbeddingGraph(self.module)(images))
 
     def _embed_paths(self, paths: Sequence[Path], cfg: FitConfig) -> torch.Tensor:
         loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
@@ -73,7 +78,10 @@ class PatchCore(BackboneModel):
     def _whiten(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The embeddings in the bank's space: multiplied by ``whitening`` where the model has one."""
         w = self.whitening
-        return embeddings if w is None else embeddings @ w.to(embeddings.device, embeddings.dtype)
+        if w is None:
+            return embeddings
+        with ieee_fp32():
+            return embeddings @ w.to(embeddings.device, embeddings.dtype)
 
     def fit(self, train: Sequence[Path], val: Sequence[Path], cfg: FitConfig) -> dict[str, Any]:
         """Embed all training patches, keep a k-center greedy coreset of them; whiten them where ``whiten`` says.
@@ -120,7 +128,8 @@ class PatchCore(BackboneModel):
         its progress and honours Stop between chunks of picks.
         """
         if embeddings.is_cuda:
-            return k_center_greedy_plain(embeddings, k, seed=seed, existing=existing)
+            with ieee_fp32():  # the distances as the CPU computes them, so both pick the same points
+                return k_center_greedy_plain(embeddings, k, seed=seed, existing=existing)
         if cfg is None:
             return k_center_greedy(embeddings, k, seed=seed, existing=existing)
 
