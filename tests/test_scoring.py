@@ -108,6 +108,27 @@ def test_blurs_match_anomalibs_full_2d_gaussian(size):
     np.testing.assert_allclose(gaussian_blur_numpy(x.numpy()), reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("b", "h", "w", "out"), [(1, 32, 32, 256), (3, 16, 16, 128), (2, 25, 19, 200), (1, 7, 7, 5)])
+def test_patchcore_map_as_two_products_is_anomalibs_resize_and_blur(b, h, w, out):
+    """PatchCore's map: anomalib resizes the patch scores (nearest) and blurs them with its 2-D Gaussian;
+    ``nearest_resize_blur`` does both as one matrix per axis and gives the same map."""
+    import torch
+    import torch.nn.functional as F
+    from anomalib.models.components import GaussianBlur2d
+
+    from ad_core.filters import gaussian_blur_numpy, nearest_resize, nearest_resize_blur
+
+    x = np.random.default_rng(3).random((b, 1, h, w), dtype=np.float32) * 5
+    up = F.interpolate(torch.from_numpy(x), size=(out, out))
+    reference = GaussianBlur2d(sigma=(4.0, 4.0), channels=1, kernel_size=(33, 33))(up).numpy() if out > 16 else None
+    got = nearest_resize_blur(x, out)
+    assert got.shape == (b, 1, out, out) and got.dtype == np.float32
+    if reference is not None:  # anomalib's reflect padding needs a map wider than its kernel's half
+        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, gaussian_blur_numpy(nearest_resize(x, out)), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got, nearest_resize(x, out), atol=1e-2)  # it does blur
+
+
 @pytest.mark.parametrize(("h", "w", "out"), [(32, 32, 256), (16, 16, 128), (28, 28, 224), (25, 19, 200), (7, 7, 5)])
 def test_nearest_resize_matches_torch(h, w, out):
     import torch

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ad_core.errors import BundleError
-from ad_core.filters import gaussian_blur_numpy, nearest_resize
+from ad_core.filters import nearest_resize_blur
 from ad_core.graph_io import EMBEDDING_OUTPUT
 
 BANK_SEARCHES = ("auto", "cells", "faiss", "torch")
@@ -165,6 +165,6 @@ class PatchcoreHead:
             softmax = np.exp(distances - distances.max(1, keepdims=True))
             score = (1.0 - softmax[:, 0] / softmax.sum(1)) * score
         self.timings["bank_search"] = (time.perf_counter() - start) * 1000.0
-        return score.astype(np.float32), gaussian_blur_numpy(
-            nearest_resize(patch_scores.reshape(b, 1, h, w), image_size)
-        )
+        with _blas_controller().limit(limits=1, user_api="blas"):  # no spinning BLAS workers after the frame
+            anomaly_map = nearest_resize_blur(patch_scores.reshape(b, 1, h, w).astype(np.float32), image_size)
+        return score.astype(np.float32), anomaly_map

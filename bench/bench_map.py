@@ -1,0 +1,71 @@
+"""PatchCore's anomaly map after the bank search: patch scores resized to the image and blurred.
+
+anomalib's ``PatchcoreModel`` resizes the ``h x w`` patch scores to the image (``F.interpolate``,
+nearest) and blurs them with ``GaussianBlur2d`` (sigma 4, a 33x33 kernel); that is the baseline,
+run in torch on the CPU as its model does there. Ours runs in numpy after the search on every
+backend (ONNX Runtime, OpenVINO, TensorRT): before, a nearest resize then a separable blur
+(``gaussian_blur_numpy``); now ``nearest_resize_blur``, both steps as one small matrix per axis.
+All three give the same map to float rounding (``tests/test_scoring.py``).
+
+Usage: ``python bench/bench_map.py [--size 256] [--patches 32] [--reps 200]``; prints ms per call and
+ratios, batch 1 and 16, on one thread (as the head runs) and on the default threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def timed(fn, reps: int) -> float:
+    """Median ms of ``reps`` calls after three warm-up calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return float(np.median(times))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=256, help="image size (the map's side)")
+    ap.add_argument("--patches", type=int, default=32, help="patch grid side (32 at 256 px for Lite0 blocks.2)")
+    ap.add_argument("--reps", type=int, default=200)
+    args = ap.parse_args(argv)
+
+    import torch
+    import torch.nn.functional as F
+    from anomalib.models.components import GaussianBlur2d
+    from threadpoolctl import threadpool_limits
+
+    from ad_core.filters import gaussian_blur_numpy, nearest_resize, nearest_resize_blur
+
+    blur = GaussianBlur2d(sigma=(4.0, 4.0), channels=1, kernel_size=(33, 33))
+    print(f"patch scores {args.patches}x{args.patches} -> map {args.size}x{args.size}; ms per call (median)")
+    for threads in (1, None):
+        for batch in (1, 16):
+            x = np.random.default_rng(0).random((batch, 1, args.patches, args.patches), dtype=np.float32)
+            t = torch.from_numpy(x)
+            reps = args.reps if batch == 1 else max(10, args.reps // 10)
+            saved = torch.get_num_threads()
+            with threadpool_limits(limits=threads), torch.no_grad():
+                if threads:
+                    torch.set_num_threads(threads)
+                anomalib_ms = timed(lambda t=t: blur(F.interpolate(t, size=(args.size, args.size))), reps)
+                torch.set_num_threads(saved)
+                before_ms = timed(lambda x=x: gaussian_blur_numpy(nearest_resize(x, args.size)), reps)
+                now_ms = timed(lambda x=x: nearest_resize_blur(x, args.size), reps)
+            label = f"{threads} thread" if threads else "default threads"
+            print(
+                f"{label:16s} batch {batch:2d}: anomalib {anomalib_ms:8.3f}  ours before {before_ms:7.3f}  "
+                f"ours now {now_ms:6.3f}  anomalib/now {anomalib_ms / now_ms:6.1f}x  before/now {before_ms / now_ms:5.1f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()
