@@ -129,6 +129,37 @@ def test_patchcore_map_as_two_products_is_anomalibs_resize_and_blur(b, h, w, out
     assert not np.allclose(got, nearest_resize(x, out), atol=1e-2)  # it does blur
 
 
+@pytest.mark.parametrize(
+    ("b", "h", "w", "out"), [(1, 32, 32, (256, 256)), (3, 16, 16, (128, 128)), (2, 25, 19, (200, 150))]
+)
+def test_padim_map_as_two_products_is_anomalibs_resize_and_blur(b, h, w, out):
+    """PaDiM's graph: anomalib resizes the distances bilinearly and blurs them; ``resize_blur`` gives that
+    map as two constant matrices, in torch and in the ONNX graph exported from it."""
+    import io
+
+    import onnxruntime as ort
+    import torch
+    import torch.nn.functional as F
+    from anomalib.models.components import GaussianBlur2d
+
+    from ad_core.filters import resize_blur
+
+    x = torch.from_numpy(np.random.default_rng(4).random((b, 1, h, w), dtype=np.float32) * 5)
+    up = F.interpolate(x, size=out, mode="bilinear", align_corners=False)
+    reference = GaussianBlur2d(sigma=(4.0, 4.0), channels=1, kernel_size=(33, 33))(up).numpy()
+    got = resize_blur(x, out, 4.0, "bilinear")
+    np.testing.assert_allclose(got.numpy(), reference, rtol=1e-5, atol=1e-5)
+
+    class Map(torch.nn.Module):
+        def forward(self, d):
+            return resize_blur(d, out, 4.0, "bilinear")
+
+    buf = io.BytesIO()
+    torch.onnx.export(Map(), (x[:1],), buf, input_names=["d"], dynamic_axes={"d": {0: "b"}}, dynamo=False)
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"d": x.numpy()})[0], reference, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(("h", "w", "out"), [(32, 32, 256), (16, 16, 128), (28, 28, 224), (25, 19, 200), (7, 7, 5)])
 def test_nearest_resize_matches_torch(h, w, out):
     import torch

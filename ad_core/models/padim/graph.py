@@ -1,4 +1,4 @@
-"""PaDiM's export graph: anomalib's scoring with the map's 33x33 Gaussian blur as two 1-D passes.
+"""PaDiM's export graph: anomalib's scoring, the map's resize and 33x33 Gaussian blur as two small products.
 
 The Gaussian (mean, inverse covariance) are constants of the exported graph; ``stats.npz`` is only
 needed again to retrain. The numbers are anomalib's (``tests/test_scoring.py`` checks the blur).
@@ -7,10 +7,9 @@ needed again to retrain. The numbers are anomalib's (``tests/test_scoring.py`` c
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ad_core.filters import blur, gaussian_kernel
+from ad_core.filters import resize_blur
 
 SIGMA = 4  # anomalib's PaDiM AnomalyMapGenerator default
 
@@ -21,7 +20,6 @@ class PadimGraph(nn.Module):
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
-        self.register_buffer("kernel", gaussian_kernel(SIGMA), persistent=False)
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw scores ``(B,)`` and maps ``(B, 1, S, S)``."""
@@ -29,6 +27,6 @@ class PadimGraph(nn.Module):
         embedding = m.generate_embedding(m.feature_extractor(image))
         stats = [m.gaussian.mean, m.gaussian.inv_covariance]
         distance = m.anomaly_map_generator.compute_distance(embedding, stats)
-        upsampled = F.interpolate(distance, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        anomaly_map = blur(upsampled, self.kernel)
+        # anomalib's bilinear resize to the image, then its Gaussian: both linear, one (S, h) matrix per axis
+        anomaly_map = resize_blur(distance, tuple(image.shape[-2:]), SIGMA, "bilinear")
         return anomaly_map.amax(dim=(-2, -1)).reshape(-1), anomaly_map
