@@ -177,6 +177,24 @@ def _refine(q, sel, bank, out_d, out_i):  # pragma: no cover - jit
             out_d[i, j], out_i[i, j] = dm, im
 
 
+def checked_bank(bank: np.ndarray) -> np.ndarray:
+    """The bank as a contiguous float32 ``(N, D)`` array, N > 0."""
+    bank = np.ascontiguousarray(bank, np.float32)
+    if bank.ndim != 2 or bank.shape[0] == 0:
+        raise ValueError(f"the bank must be a non-empty (N, D) array, got shape {bank.shape}")
+    return bank
+
+
+def checked_queries(queries: np.ndarray, k: int, ntotal: int, d: int) -> np.ndarray:
+    """The queries as contiguous float32 ``(n, d)``, refused with the shapes when they or ``k`` do not fit the bank."""
+    q = np.ascontiguousarray(queries, np.float32)
+    if q.ndim != 2 or q.shape[1] != d:
+        raise ValueError(f"queries of shape {q.shape} do not match a bank of width {d}")
+    if not 1 <= k <= ntotal:
+        raise ValueError(f"k must be between 1 and the bank size {ntotal}, got {k}")
+    return q
+
+
 class CellIndex:
     """Exact k-nearest-neighbour search over a fixed ``(N, D)`` float32 bank (squared L2, like FAISS).
 
@@ -201,9 +219,7 @@ class CellIndex:
     """Every this many queries of a call is in the probe."""
 
     def __init__(self, bank: np.ndarray, cell_size: int = 64, seed: int = 0, fallback: bool = True) -> None:
-        bank = np.ascontiguousarray(bank, np.float32)
-        if bank.ndim != 2 or bank.shape[0] == 0:
-            raise ValueError(f"the bank must be a non-empty (N, D) array, got shape {bank.shape}")
+        bank = checked_bank(bank)
         self.ntotal, self.d = bank.shape
         order, self.starts, self.ends, centres, _ = kmeans_cells(bank, cell_size, seed)
         self.order = order.astype(np.int64)
@@ -262,11 +278,7 @@ class CellIndex:
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Squared distances and bank indices of the ``k`` nearest rows of each query, ``(n, k)`` each."""
-        q = np.ascontiguousarray(queries, np.float32)
-        if q.ndim != 2 or q.shape[1] != self.d:
-            raise ValueError(f"queries of shape {q.shape} do not match a bank of width {self.d}")
-        if not 1 <= k <= self.ntotal:
-            raise ValueError(f"k must be between 1 and the bank size {self.ntotal}, got {k}")
+        q = checked_queries(queries, k, self.ntotal, self.d)
         n = len(q)
         out_d = np.empty((n, k), np.float32)
         out_i = np.empty((n, k), np.int64)
@@ -315,9 +327,7 @@ class TorchIndex:
     def __init__(self, bank: np.ndarray, device: str = "cuda", spare: int = 8, chunk: int = 2**26) -> None:
         import torch
 
-        bank = np.ascontiguousarray(bank, np.float32)
-        if bank.ndim != 2 or bank.shape[0] == 0:
-            raise ValueError(f"the bank must be a non-empty (N, D) array, got shape {bank.shape}")
+        bank = checked_bank(bank)
         self.ntotal, self.d = bank.shape
         self.device = torch.device(device)
         self.bank = torch.from_numpy(bank).to(self.device)
@@ -330,11 +340,7 @@ class TorchIndex:
 
         from ad_core.runners import ieee_fp32
 
-        q = np.ascontiguousarray(queries, np.float32)
-        if q.ndim != 2 or q.shape[1] != self.d:
-            raise ValueError(f"queries of shape {q.shape} do not match a bank of width {self.d}")
-        if not 1 <= k <= self.ntotal:
-            raise ValueError(f"k must be between 1 and the bank size {self.ntotal}, got {k}")
+        q = checked_queries(queries, k, self.ntotal, self.d)
         wide = min(self.ntotal, k + self.spare)
         out_d, out_i = [], []
         with torch.no_grad(), ieee_fp32():
