@@ -120,11 +120,17 @@ def resize_blur(x: torch.Tensor, size: tuple[int, int], sigma: float, mode: str)
     with warnings.catch_warnings():  # an exported graph has a fixed map size: the sizes and matrices are constants
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         h, w = (int(n) for n in x.shape[-2:])
-        rows, cols = (
-            torch.from_numpy(resize_blur_operator(n, int(s), float(sigma), mode).copy()).to(x.device, x.dtype)
-            for n, s in ((h, size[0]), (w, size[1]))
-        )
+        rows = _operator_tensor(h, int(size[0]), float(sigma), mode, x.device, x.dtype)
+        cols = _operator_tensor(w, int(size[1]), float(sigma), mode, x.device, x.dtype)
     return rows @ x @ cols.T
+
+
+@functools.lru_cache(maxsize=16)
+def _operator_tensor(n: int, size: int, sigma: float, mode: str, device, dtype) -> torch.Tensor:
+    """:func:`resize_blur_operator` as a tensor on ``device``, made once (not on every frame)."""
+    import torch
+
+    return torch.from_numpy(resize_blur_operator(n, size, sigma, mode).copy()).to(device, dtype)
 
 
 def nearest_resize_blur(x: np.ndarray, size: int, sigma: float = 4.0) -> np.ndarray:

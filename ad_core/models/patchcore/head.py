@@ -166,5 +166,5 @@ class PatchcoreHead:
             score = (1.0 - softmax[:, 0] / softmax.sum(1)) * score
         self.timings["bank_search"] = (time.perf_counter() - start) * 1000.0
         with _blas_controller().limit(limits=1, user_api="blas"):  # no spinning BLAS workers after the frame
-            anomaly_map = nearest_resize_blur(patch_scores.reshape(b, 1, h, w).astype(np.float32), image_size)
+            anomaly_map = nearest_resize_blur(patch_scores.reshape(b, 1, h, w), image_size)
         return score.astype(np.float32), anomaly_map
