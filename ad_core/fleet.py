@@ -10,24 +10,32 @@ cell to the new version between frames.
 
 Offline (the registry unreachable, a cell on an isolated network after a restart), a URI resolves
 to the cached version it last resolved to, and :class:`Resolved` says so; with nothing cached it
-is refused with a message that says what to do. A version's converted engine (``~/convert`` on the
+is refused with a message that says what to do. The CLI's ``models:/`` flags resolve through the same
+cache (:func:`resolve_path`, under :func:`cache_root`). A version's converted engine (``~/convert`` on the
 Jetson: TensorRT) lives in the same folder (``engine/``), so each version is converted once.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ad_core.errors import BundleError
 from ad_core.fileio import sha256, write_json_atomic
-from ad_core.tracking import MODELS_SCHEME, TrackingError, is_model_uri
+from ad_core.tracking import MODELS_SCHEME, TrackingError, is_model_uri, tracking_uri
 
 CACHE = ".registry"
 ENGINE = "engine"
+
+
+class Unreachable(TrackingError):
+    """The registry cannot be reached at all (as opposed to reached, but not knowing the URI)."""
 
 
 @dataclass(frozen=True)
@@ -125,16 +133,23 @@ class RegistryCache:
         return True
 
     def _registry_version(self, uri: str) -> str:
-        from ad_core.tracking import _fail_fast, _model_source, client
+        """The version ``uri`` names now; :class:`Unreachable` when the registry cannot be asked."""
+        from ad_core.tracking import _fail_fast, _first_line, _local_folder, _model_source, client
 
-        c = client(self.tracking)
+        store = _local_folder(tracking_uri(self.tracking))
+        if store is not None and not (store / "mlflow.db").is_file():  # a store folder gone (an unmounted share)
+            raise Unreachable(f"the MLflow store {store} does not exist")
+        try:
+            c = client(self.tracking)
+        except TrackingError as exc:
+            raise Unreachable(str(exc)) from exc
         try:
             with _fail_fast():
                 version, _ = _model_source(c, uri)
         except TrackingError:
             raise
         except Exception as exc:
-            raise TrackingError(f"{uri}: the registry at {c.tracking_uri} does not resolve it ({exc})") from exc
+            raise TrackingError(f"{c.tracking_uri}: {_first_line(exc)}") from exc
         return version
 
     def _download(self, uri: str, folder: Path, version: str) -> None:
@@ -167,13 +182,15 @@ class RegistryCache:
                 if (self.root / name).is_dir()
                 else []
             )
+            problem = "cannot be reached" if isinstance(cause, Unreachable) else "does not resolve it"
             raise TrackingError(
-                f"{uri}: the registry cannot be reached ({cause}) and no cached copy is known for it under "
+                f"{uri}: the registry {problem} ({cause}) and no cached copy is known for it under "
                 f"{self.root / name}"
                 + (f" (cached versions: {', '.join(have)}; name one: models:/{name}/<version>)" if have else "")
-                + "; connect this machine to the registry once, or set model_path to a local bundle"
+                + "; connect this machine to the registry once, or point at a local bundle folder instead"
             ) from cause
-        note = f"registry unreachable ({cause}); running the cached version {version} of {name}"
+        problem = "registry unreachable" if isinstance(cause, Unreachable) else "the registry does not resolve it"
+        note = f"{problem} ({cause}); running the cached version {version} of {name}"
         return Resolved(uri, name, version, self.engine_or_bundle(folder), offline=True, note=note)
 
 
@@ -206,3 +223,37 @@ def cached_version_of(path: str | Path) -> tuple[str, str] | None:
         if folder.name == CACHE:
             break
     return None
+
+
+def cache_root(tracking: str | bool | None = None) -> Path:
+    """Where the CLI keeps the bundles it fetched from the registry at ``tracking``.
+
+    ``$AD_CORE_MODELS_CACHE`` (default ``~/.cache/ad_core/models``), one folder per tracking URI
+    (a hash of it, so two registries that both hold ``brick/1`` never share a folder); inside it the
+    layout of :class:`RegistryCache`: each version fetched once, verified, and reused,
+    offline too.
+    """
+    base = Path(os.environ.get("AD_CORE_MODELS_CACHE", Path.home() / ".cache" / "ad_core" / "models"))
+    return base / hashlib.sha256(tracking_uri(tracking).encode()).hexdigest()[:16]
+
+
+def resolve_path(value: str | Path | None, filename: str, tracking: str | bool | None = None) -> str | Path | None:
+    """``value`` itself, or for a ``models:/`` URI the named file inside the fetched bundle.
+
+    ``filename`` is ``model.pth``, ``meta.json``, ``memory_bank.npz`` ... or ``""`` for the folder.
+    A version is downloaded once into :func:`cache_root` and verified against its sha256; with the
+    registry out of reach, a URI resolves to the cached version it last resolved to (said on stderr).
+    """
+    if not is_model_uri(value):
+        return value
+    cache = RegistryCache(cache_root(tracking), tracking_uri(tracking))
+    resolved = cache.resolve(str(value))
+    if resolved.offline:
+        print(f"note: {resolved.note}", file=sys.stderr)
+    folder = cache.folder(resolved.name, resolved.version)
+    target = folder / filename if filename else folder
+    if filename and not target.exists():
+        raise TrackingError(
+            f"{value} has no {filename} (it holds {', '.join(sorted(p.name for p in folder.iterdir()))})"
+        )
+    return target

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -304,13 +303,11 @@ def _model_source(c, uri: str) -> tuple[str, str]:
     return str(mv.version), mv.source
 
 
-def fetch_model(uri: str, tracking: str | bool | None = None, dest: str | Path | None = None) -> Path:
-    """Download a registered bundle (``models:/NAME/VERSION``) and return its folder (meta.json inside)."""
+def fetch_model(uri: str, tracking: str | bool | None, dest: str | Path) -> Path:
+    """Download a registered bundle (``models:/NAME/VERSION``) into ``dest`` and return its folder (meta.json inside)."""
     c = client(tracking)
     from mlflow.artifacts import download_artifacts
 
-    if dest is None:
-        dest = Path(tempfile.mkdtemp(prefix="ad_inspect_model_"))
     try:
         with _fail_fast():
             _, source = _model_source(c, uri)
@@ -322,25 +319,3 @@ def fetch_model(uri: str, tracking: str | bool | None = None, dest: str | Path |
     if not (path / "meta.json").is_file():
         raise TrackingError(f"{uri} holds no meta.json: it is not an ad-inspect bundle")
     return path
-
-
-def resolve_path(value: str | Path | None, filename: str, tracking: str | bool | None = None) -> str | Path | None:
-    """``value`` itself, or for a ``models:/`` URI the named file inside the fetched bundle.
-
-    ``filename`` is ``model.pth``, ``meta.json``, ``memory_bank.npz`` ... or ``""`` for the folder.
-    """
-    if not is_model_uri(value):
-        return value
-    folder = _fetched.get((str(value), str(tracking)))
-    if folder is None or not folder.is_dir():
-        folder = fetch_model(str(value), tracking)
-        _fetched[(str(value), str(tracking))] = folder
-    target = folder / filename if filename else folder
-    if filename and not target.exists():
-        raise TrackingError(
-            f"{value} has no {filename} (it holds {', '.join(sorted(p.name for p in folder.iterdir()))})"
-        )
-    return target
-
-
-_fetched: dict[tuple[str, str], Path] = {}

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ad_core import evaluate, train
 from ad_core.cli import main
+from ad_core.fleet import cache_root, verify
 from ad_core.runtime import open_scorer
 
 CAT = "Sample_brick"
@@ -95,8 +96,9 @@ def test_plots_are_readable_pictures(tracked):
     assert recon.size[1] > recon.size[0] * 0.7  # three rows of input / reconstruction / error
 
 
-def test_register_fetch_and_use_for_infer_and_convtrt(tracked, sample_root, tmp_path):
+def test_register_fetch_and_use_for_infer_and_convtrt(tracked, sample_root, tmp_path, monkeypatch, capsys):
     run, _, store, client = tracked
+    monkeypatch.setenv("AD_CORE_MODELS_CACHE", str(tmp_path / "cache"))
     args = ["--mlflow", str(store)]
     assert main(["register", "--run", str(run), "--name", "brick_vae", *args]) == 0
     assert main(["register", "--run", str(run), "--name", "brick_vae", *args]) == 0
@@ -113,6 +115,36 @@ def test_register_fetch_and_use_for_infer_and_convtrt(tracked, sample_root, tmp_
     scorer = open_scorer(run, backend="torch")
     direct = scorer([np.asarray(Image.open(anomaly / Path(r["file"]).name).convert("RGB")) for r in rows])
     np.testing.assert_allclose([float(r["raw_score"]) for r in rows], direct.raw_score, rtol=1e-4)
+
+    # fetched once into the cache for this registry, verified, and labelled with where it came from
+    cached = cache_root(str(store)) / ".registry" / "brick_vae" / "1"
+    assert cached.parent.parent.parent.parent == tmp_path / "cache"
+    assert json.loads((cached / "registry.json").read_text())["version"] == "1"
+    verify(cached)
+    (cached / "model.pth").touch()  # the same file, not downloaded again
+    stamp = (cached / "model.pth").stat().st_mtime_ns
+    assert main(["infer", "vae", "-e", "models:/brick_vae/1", "-d", str(anomaly), "-o", str(out), *args]) == 0
+    assert (cached / "model.pth").stat().st_mtime_ns == stamp
+
+    # the registry out of reach: a version fetched before still runs, one never fetched is refused clearly
+    away = store.parent.with_name(store.parent.name + "_away")
+    store.parent.rename(away)
+    try:
+        capsys.readouterr()
+        offline_out = tmp_path / "offline.csv"
+        rc = main(["infer", "vae", "-e", "models:/brick_vae/1", "-d", str(anomaly), "-o", str(offline_out), *args])
+        assert rc == 0, capsys.readouterr().err
+        assert "registry unreachable" in capsys.readouterr().err
+        with open(offline_out) as fh:
+            again = list(csv.DictReader(fh))
+        assert [(r["file"], r["raw_score"]) for r in again] == [(r["file"], r["raw_score"]) for r in rows]
+        assert main(["infer", "vae", "-e", "models:/brick_vae/2", "-d", str(anomaly), *args]) == 2
+        assert "no cached copy is known" in capsys.readouterr().err
+    finally:
+        away.rename(store.parent)
+    # the registry reached but not knowing the version: said so, not taken for an outage
+    assert main(["infer", "vae", "-e", "models:/brick_vae/9", "-d", str(anomaly), *args]) == 2
+    assert "does not resolve it" in capsys.readouterr().err
 
     engine = tmp_path / "engine"
     rc = main(

@@ -57,7 +57,7 @@ def _fetch_model_uris(args: argparse.Namespace) -> None:
     flags = MODEL_URI_FLAGS.get(args.command, {})
     if not any(str(getattr(args, k, "") or "").startswith("models:/") for k in flags):
         return
-    from ad_core.tracking import resolve_path
+    from ad_core.fleet import resolve_path
 
     for key, filename in flags.items():
         setattr(args, key, resolve_path(getattr(args, key), filename, args.mlflow))
