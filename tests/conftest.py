@@ -48,6 +48,12 @@ def module_forward(bundle, batch):
             del module.generate_embedding
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _models_cache(tmp_path_factory) -> None:
+    """Bundles fetched by ``models:/`` go to a cache of this session, not the user's ~/.cache."""
+    os.environ.setdefault("AD_CORE_MODELS_CACHE", str(tmp_path_factory.mktemp("models_cache")))
+
+
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
