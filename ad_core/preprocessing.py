@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ad_core.errors import ConfigError
-from ad_core.tiles import parse_tiles
+from ad_core.tiles import MAX_TILE_OVERLAP, parse_tiles
 
 if TYPE_CHECKING:
     import torch
@@ -39,10 +39,15 @@ class Preprocess:
     which erases part of a faint defect's contrast (PaDiM on ELPV poly: 0.4 points lower on each of
     three draws, docs/benchmarks.md) and is kept so that older runs score exactly as made.
 
-    ``tiles`` ``(rows, cols)``: a frame is cut into that grid of equal tiles (no overlap) and each
-    tile is resized to ``image_size`` on its own, so a large frame keeps its detail (anomalib's
-    ``Tiler``): the model trains on tiles, the image score is the highest tile's, and the map is the
-    tiles' maps put back in place, ``(rows * S, cols * S)``. ``(1, 1)`` is the whole frame.
+    ``tiles`` ``(rows, cols)``: a frame is cut into that grid of equal tiles and each tile is resized
+    to ``image_size`` on its own, so a large frame keeps its detail (anomalib's ``Tiler``): the model
+    trains on tiles, the image score is the highest tile's, and the map is the tiles' maps put back
+    in place, ``(rows * S, cols * S)`` without overlap. ``(1, 1)`` is the whole frame.
+
+    ``tile_overlap`` o: the share of a tile's side that it shares with its neighbour (anomalib's
+    ``Tiler`` stride is ``(1 - o)`` tiles), so a defect on a tile's edge is also seen whole by the next
+    tile. The tiles grow to ``1 / (n - (n - 1) o)`` of the frame; the map is ``(S (rows - (rows - 1) o),
+    S (cols - (cols - 1) o))``, each pixel the mean of the tiles that cover it.
     """
 
     image_size: int
@@ -50,6 +55,7 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD
     resize: str = DEFAULT_RESIZE
     tiles: tuple[int, int] = (1, 1)
+    tile_overlap: float = 0.0
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_METHODS:
@@ -60,6 +66,12 @@ class Preprocess:
             object.__setattr__(self, "tiles", parse_tiles(self.tiles))
         except ValueError as exc:
             raise ConfigError(f"preprocessing.tiles: {exc}") from None
+        if not 0.0 <= float(self.tile_overlap) <= MAX_TILE_OVERLAP:
+            raise ConfigError(
+                f"preprocessing.tile_overlap: {self.tile_overlap!r}; expected a share of a tile from 0 (none) "
+                f"to {MAX_TILE_OVERLAP}"
+            )
+        object.__setattr__(self, "tile_overlap", float(self.tile_overlap))
 
     @property
     def n_tiles(self) -> int:
@@ -74,9 +86,9 @@ class Preprocess:
         h, w = rgb.shape[:2]
         if h < rows or w < cols:
             raise ConfigError(f"preprocessing.tiles: a {w}x{h} image cannot be cut into {rows}x{cols} tiles")
-        ys, xs = np.linspace(0, h, rows + 1).round().astype(int), np.linspace(0, w, cols + 1).round().astype(int)
         r, c = divmod(k, cols)
-        return rgb[ys[r] : ys[r + 1], xs[c] : xs[c + 1]]
+        (y0, y1), (x0, x1) = _span(h, rows, r, self.tile_overlap), _span(w, cols, c, self.tile_overlap)
+        return rgb[y0:y1, x0:x1]
 
     def tile_arrays(self, rgb: np.ndarray) -> np.ndarray:
         """Every tile of a frame as :meth:`array` makes it: ``(n_tiles, 3, S, S)`` float32."""
@@ -93,8 +105,18 @@ class Preprocess:
             return scores, maps
         n, s = len(scores) // (rows * cols), maps.shape[-1]
         frame_scores = np.asarray(scores).reshape(n, rows * cols).max(axis=1)
-        grid = np.asarray(maps).reshape(n, rows, cols, s, s).transpose(0, 1, 3, 2, 4).reshape(n, rows * s, cols * s)
-        return frame_scores, grid
+        tiles = np.asarray(maps).reshape(n, rows, cols, s, s)
+        if self.tile_overlap == 0.0:
+            return frame_scores, tiles.transpose(0, 1, 3, 2, 4).reshape(n, rows * s, cols * s)
+        step = s * (1.0 - self.tile_overlap)  # where each tile's map starts on the frame's map
+        ys, xs = [round(r * step) for r in range(rows)], [round(c * step) for c in range(cols)]
+        total = np.zeros((n, ys[-1] + s, xs[-1] + s), np.float32)
+        count = np.zeros(total.shape[1:], np.float32)
+        for r, y in enumerate(ys):
+            for c, x in enumerate(xs):
+                total[:, y : y + s, x : x + s] += tiles[:, r, c]
+                count[y : y + s, x : x + s] += 1.0
+        return frame_scores, total / count
 
     def planes(self, rgb: np.ndarray) -> np.ndarray:
         """An ``(H, W, 3)`` uint8 image resized to ``(3, image_size, image_size)`` float32 planes in [0, 255]."""
@@ -143,7 +165,23 @@ class Preprocess:
             tuple(d["std"]),
             d.get("resize", LEGACY_RESIZE),
             tuple(d.get("tiles", (1, 1))),
+            float(d.get("tile_overlap", 0.0)),
         )
+
+
+def _extent(n: int, overlap: float) -> float:
+    """A frame's side in tiles, for ``n`` tiles that share ``overlap`` of a side with each neighbour."""
+    return n - (n - 1) * overlap
+
+
+def _span(length: int, n: int, i: int, overlap: float) -> tuple[int, int]:
+    """Tile ``i`` of ``n`` along a side of ``length`` pixels: ``(start, end)``, the last one ending at ``length``."""
+    if overlap == 0.0:
+        edges = np.linspace(0, length, n + 1).round().astype(int)
+        return int(edges[i]), int(edges[i + 1])
+    side = length / _extent(n, overlap)
+    start = round(i * side * (1.0 - overlap))
+    return start, length if i == n - 1 else min(length, round(i * side * (1.0 - overlap) + side))
 
 
 UNIT_SCALE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean/std for models that take [0, 1] input

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 MAX_TILES = 64
+MAX_TILE_OVERLAP = 0.75  # the share of a tile's side shared with its neighbour
 
 
 def parse_tiles(value: str | Sequence[int]) -> tuple[int, int]:

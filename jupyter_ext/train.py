@@ -220,7 +220,7 @@ class TrainPanel(Startable, w.VBox):
         hparams = self._ready()
         if hparams is None:
             return None
-        fixed = {k: hparams[k] for k in ("image_size", "resize", "tiles") if k in hparams}
+        fixed = {k: hparams[k] for k in ("image_size", "resize", "tiles", "tile_overlap") if k in hparams}
         seed, device, wide = self.seed.read() or 0, self.device.value, self.wide.value
         kinds = [self.defects.value] if self.defects.value else None
         self.selection = None

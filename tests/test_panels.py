@@ -58,7 +58,8 @@ def test_studio_train_tune_handover_threshold_and_export(sample_root, tmp_path, 
 
     # Train: the form comes from the registry; a real PaDiM trains and is tested
     assert set(train.fields) == {
-        "image_size", "resize", "tiles", "backbone", "layers", "n_features", "shrinkage", "feature_pool", "pool_min_side"
+        "image_size", "resize", "tiles", "tile_overlap", "backbone", "layers", "n_features", "shrinkage", "feature_pool",
+        "pool_min_side",
     }  # fmt: skip
     set_field(train, "image_size", 96)
     set_field(train, "n_features", 48)

@@ -75,7 +75,7 @@ def test_study_writes_param_files_and_train_params_reproduces_best(sample_root, 
     assert space == {**default_search_space("padim"), "image_size": 96}
     rows = (param / "trials.csv").read_text().splitlines()
     assert rows[0].startswith(
-        "trial,state,value,image_auroc,image_f1,threshold,image_size,resize,tiles,backbone,layers"
+        "trial,state,value,image_auroc,image_f1,threshold,image_size,resize,tiles,tile_overlap,backbone,layers"
     )
     table = [r.split(",") for r in rows[1:]]
     assert len(table) == 4 and all(r[1] == "complete" for r in table)

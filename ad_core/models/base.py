@@ -98,6 +98,7 @@ class AnomalyModel(ABC):
             *self.input_scale,
             resize=self.hparams.get("resize", DEFAULT_RESIZE),
             tiles=parse_tiles(self.hparams.get("tiles", "1x1")),
+            tile_overlap=float(self.hparams.get("tile_overlap", 0.0)),
         )
 
     # -- fitting and scoring -------------------------------------------------------------------

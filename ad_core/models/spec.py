@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ad_core.errors import ConfigError
-from ad_core.tiles import tiles_text
+from ad_core.tiles import MAX_TILE_OVERLAP, tiles_text
 
 GRAPH_KINDS = ("score", "embedding")
 NOT_LEGACY = object()  # Param.legacy when a missing key simply means the default
@@ -201,6 +201,15 @@ COMMON_PARAMS = (
         "cut each image into ROWSxCOLS tiles, each resized to image_size (large images, small defects; "
         "score = the highest tile's). 1x1: the whole image",
         expected="ROWSxCOLS, e.g. 1x1 or 2x2, at most 64 tiles",
+    ),
+    Param(
+        "tile_overlap",
+        float,
+        0.0,
+        "share of a tile's side that it shares with its neighbour (0: none), so a defect on a tile's edge "
+        "is also seen whole by the next tile; the tiles' maps are averaged where they overlap",
+        low=0.0,
+        high=MAX_TILE_OVERLAP,
     ),
 )
 
