@@ -6,6 +6,7 @@ feeds the graph identical tensors.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ad_core.errors import ConfigError
-from ad_core.tiles import MAX_TILE_OVERLAP, parse_tiles
+from ad_core.tiles import MAX_PLACED_TILES, MAX_TILE_OVERLAP, parse_tiles
 
 if TYPE_CHECKING:
     import torch
@@ -44,10 +45,11 @@ class Preprocess:
     trains on tiles, the image score is the highest tile's, and the map is the tiles' maps put back
     in place, ``(rows * S, cols * S)`` without overlap. ``(1, 1)`` is the whole frame.
 
-    ``tile_overlap`` o: the share of a tile's side that it shares with its neighbour (anomalib's
-    ``Tiler`` stride is ``(1 - o)`` tiles), so a defect on a tile's edge is also seen whole by the next
-    tile. The tiles grow to ``1 / (n - (n - 1) o)`` of the frame; the map is ``(S (rows - (rows - 1) o),
-    S (cols - (cols - 1) o))``, each pixel the mean of the tiles that cover it.
+    ``tile_overlap`` o: tiles of the same size (a ``rows x cols`` grid's) placed at a stride of at
+    most ``(1 - o)`` of a tile (anomalib's ``Tiler`` stride), evenly from edge to edge, so a defect on
+    a grid line is also seen whole by a tile that straddles it, at the grid's resolution. Each side
+    then holds ``ceil((n - 1) / (1 - o)) + 1`` tiles (a 2x2 grid with any overlap up to 0.5: 3x3),
+    which is what a frame costs; the map keeps the grid's size, each pixel the mean of the tiles over it.
     """
 
     image_size: int
@@ -72,11 +74,21 @@ class Preprocess:
                 f"to {MAX_TILE_OVERLAP}"
             )
         object.__setattr__(self, "tile_overlap", float(self.tile_overlap))
+        if self.n_tiles > MAX_PLACED_TILES:
+            raise ConfigError(
+                f"preprocessing.tile_overlap: {self.tile_overlap} on a {self.tiles[0]}x{self.tiles[1]} grid places "
+                f"{self.n_tiles} tiles a frame; at most {MAX_PLACED_TILES}: use a smaller overlap or fewer tiles"
+            )
+
+    @property
+    def placed(self) -> tuple[int, int]:
+        """Tiles along each side, ``(rows, cols)`` of the grid with the overlapping ones between."""
+        return _count(self.tiles[0], self.tile_overlap), _count(self.tiles[1], self.tile_overlap)
 
     @property
     def n_tiles(self) -> int:
         """Tiles per frame (1 without tiling)."""
-        return self.tiles[0] * self.tiles[1]
+        return self.placed[0] * self.placed[1]
 
     def tile(self, rgb: np.ndarray, k: int) -> np.ndarray:
         """Tile ``k`` (row-major) of an ``(H, W, 3)`` frame: the grid's edges are rounded to whole pixels."""
@@ -86,7 +98,7 @@ class Preprocess:
         h, w = rgb.shape[:2]
         if h < rows or w < cols:
             raise ConfigError(f"preprocessing.tiles: a {w}x{h} image cannot be cut into {rows}x{cols} tiles")
-        r, c = divmod(k, cols)
+        r, c = divmod(k, self.placed[1])
         (y0, y1), (x0, x1) = _span(h, rows, r, self.tile_overlap), _span(w, cols, c, self.tile_overlap)
         return rgb[y0:y1, x0:x1]
 
@@ -98,19 +110,20 @@ class Preprocess:
         """Per-tile raw scores ``(N * T,)`` and maps ``(N * T, S, S)`` -> per-frame ``(N,)`` and ``(N, rows*S, cols*S)``.
 
         A frame's score is its highest tile's (a defect in any tile is a defect of the frame); its map
-        is the tiles' maps in their places.
+        is the tiles' maps in their places, averaged where tiles overlap.
         """
         rows, cols = self.tiles
         if rows * cols == 1:
             return scores, maps
-        n, s = len(scores) // (rows * cols), maps.shape[-1]
-        frame_scores = np.asarray(scores).reshape(n, rows * cols).max(axis=1)
-        tiles = np.asarray(maps).reshape(n, rows, cols, s, s)
-        if self.tile_overlap == 0.0:
+        (pr, pc), s = self.placed, maps.shape[-1]
+        n = len(scores) // (pr * pc)
+        frame_scores = np.asarray(scores).reshape(n, pr * pc).max(axis=1)
+        tiles = np.asarray(maps).reshape(n, pr, pc, s, s)
+        if (pr, pc) == (rows, cols):
             return frame_scores, tiles.transpose(0, 1, 3, 2, 4).reshape(n, rows * s, cols * s)
-        step = s * (1.0 - self.tile_overlap)  # where each tile's map starts on the frame's map
-        ys, xs = [round(r * step) for r in range(rows)], [round(c * step) for c in range(cols)]
-        total = np.zeros((n, ys[-1] + s, xs[-1] + s), np.float32)
+        ys = [_span(rows * s, rows, r, self.tile_overlap)[0] for r in range(pr)]
+        xs = [_span(cols * s, cols, c, self.tile_overlap)[0] for c in range(pc)]
+        total = np.zeros((n, rows * s, cols * s), np.float32)
         count = np.zeros(total.shape[1:], np.float32)
         for r, y in enumerate(ys):
             for c, x in enumerate(xs):
@@ -169,19 +182,19 @@ class Preprocess:
         )
 
 
-def _extent(n: int, overlap: float) -> float:
-    """A frame's side in tiles, for ``n`` tiles that share ``overlap`` of a side with each neighbour."""
-    return n - (n - 1) * overlap
+def _count(n: int, overlap: float) -> int:
+    """Tiles along a side cut into ``n`` whose neighbours share at least ``overlap`` of a tile."""
+    return n if n == 1 or overlap == 0.0 else math.ceil((n - 1) / (1.0 - overlap) - 1e-9) + 1
 
 
 def _span(length: int, n: int, i: int, overlap: float) -> tuple[int, int]:
-    """Tile ``i`` of ``n`` along a side of ``length`` pixels: ``(start, end)``, the last one ending at ``length``."""
-    if overlap == 0.0:
+    """Tile ``i`` along a side of ``length`` pixels cut into ``n``: ``(start, end)``, tiles evenly spread, edge to edge."""
+    if overlap == 0.0 or n == 1:
         edges = np.linspace(0, length, n + 1).round().astype(int)
         return int(edges[i]), int(edges[i + 1])
-    side = length / _extent(n, overlap)
-    start = round(i * side * (1.0 - overlap))
-    return start, length if i == n - 1 else min(length, round(i * side * (1.0 - overlap) + side))
+    side = round(length / n)
+    start = round(i * (length - side) / (_count(n, overlap) - 1))
+    return start, start + side
 
 
 UNIT_SCALE = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean/std for models that take [0, 1] input

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 MAX_TILES = 64
 MAX_TILE_OVERLAP = 0.75  # the share of a tile's side shared with its neighbour
+MAX_PLACED_TILES = 256  # tiles a frame with the overlapping ones
 
 
 def parse_tiles(value: str | Sequence[int]) -> tuple[int, int]:

@@ -9,7 +9,10 @@ Two sets, both from the bundled sample brick (``ad_core.data.sample``, built in 
   defect never crosses a tile's edge.
 
 Each model is trained with ``--tiles 2x2`` at overlaps 0, 0.25 and 0.5, and on the whole frame, at
-64 and 128 px, through ``train`` + ``evaluate`` (image and pixel AUROC). There is no anomalib row:
+64 and 128 px, through ``train`` + ``evaluate`` (image and pixel AUROC). On a 2x2 grid any overlap
+up to 0.5 places the same 3x3 tiles (a stride of half a tile), so those two columns agree; they
+differ on larger grids. Both sets are mosaics, so their frames have seams where the crops meet,
+which the tiles between the grid's get and real frames do not. There is no anomalib row:
 anomalib's ``Tiler`` is not part of its PatchCore or PaDiM defaults.
 
 Usage::

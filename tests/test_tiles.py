@@ -121,30 +121,32 @@ def test_a_tiled_engine_scores_as_training_did_and_maps_the_whole_frame(mosaics,
 
 def test_overlapping_tiles_cover_the_frame_and_average_where_they_meet():
     rng = np.random.default_rng(1)
-    frame = rng.integers(0, 256, (101, 77, 3), np.uint8)
+    frame = rng.integers(0, 256, (100, 78, 3), np.uint8)
     pre = Preprocess(32, tiles=(2, 3), tile_overlap=0.25)
-    # the tiles grow to 1 / (n - (n - 1) o) of the side: 101 / 1.75 and 77 / 2.5 pixels
-    assert {pre.tile(frame, k).shape for k in range(6)} == {(58, 31, 3)}
+    # tiles of the grid's size (50 x 26), more of them: rows at a stride of half a tile, columns of 0.67
+    assert pre.placed == (3, 4) and pre.n_tiles == 12
+    assert {pre.tile(frame, k).shape for k in range(12)} == {(50, 26, 3)}
     covered = np.zeros(frame.shape[:2], int)
-    for k in range(6):
-        tile = pre.tile(frame, k)
-        # each tile is a window of the frame: find where, and count the pixels it covers
-        r, c = divmod(k, 3)
-        y0 = 0 if r == 0 else frame.shape[0] - tile.shape[0]
-        x0 = [0, 23, 46][c]
-        np.testing.assert_array_equal(tile, frame[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]])
-        covered[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]] += 1
-    assert covered.min() == 1 and covered.max() == 4  # every pixel seen; the grid's crossings by four tiles
-    assert (covered[:, 23:31] >= 2).all()  # a quarter of a tile's width shared with the next one
+    for k in range(12):
+        r, c = divmod(k, 4)
+        y, x = 25 * r, round(52 * c / 3)
+        np.testing.assert_array_equal(pre.tile(frame, k), frame[y : y + 50, x : x + 26])
+        covered[y : y + 50, x : x + 26] += 1
+    assert covered.min() >= 1  # every pixel seen
+    assert (covered[50 - 10 : 50 + 10, :] >= 2).all()  # a defect on the grid's line is inside a tile that straddles it
+    assert pre.tile_arrays(frame).shape == (12, 3, 32, 32)
 
-    maps = np.stack([np.full((32, 32), k % 6, np.float32) for k in range(12)])
-    scores = np.arange(12, dtype=np.float32)
+    # tile k's map is filled with k; a frame's map keeps the grid's size, the tiles averaged where they meet
+    maps = np.stack([np.full((32, 32), k % 12, np.float32) for k in range(24)])
+    scores = np.arange(24, dtype=np.float32)
     frame_scores, grid = pre.merge_tiles(scores, maps)
-    np.testing.assert_array_equal(frame_scores, [5.0, 11.0])
-    assert grid.shape == (2, 56, 80)  # 32 * 1.75 by 32 * 2.5
-    assert grid[0, 0, 0] == 0 and grid[0, -1, -1] == 5  # corners: one tile each
-    assert grid[0, 0, 28] == pytest.approx(0.5)  # where tiles 0 and 1 meet: their mean
-    assert grid[0, 28, 28] == pytest.approx((0 + 1 + 3 + 4) / 4)
+    np.testing.assert_array_equal(frame_scores, [11.0, 23.0])
+    assert grid.shape == (2, 64, 96)
+    assert grid[0, 0, 0] == 0 and grid[0, -1, -1] == 11  # corners: one tile each
+    assert grid[0, 0, 24] == pytest.approx(0.5)  # columns 21-31: tiles 0 and 1
+    assert grid[0, 20, 0] == pytest.approx(2.0)  # rows 16-31: tiles 0 and 4 (rows 0 and 1)
+    no_overlap = Preprocess(32, tiles=(2, 3))
+    assert no_overlap.placed == (2, 3) and no_overlap.merge_tiles(scores[:6], maps[:6])[1].shape == (1, 64, 96)
 
     recorded = pre.to_dict()
     assert recorded["tile_overlap"] == 0.25 and Preprocess.from_dict(recorded) == pre
@@ -153,6 +155,8 @@ def test_overlapping_tiles_cover_the_frame_and_average_where_they_meet():
     for bad in (-0.1, 0.8):
         with pytest.raises(ConfigError, match="tile_overlap"):
             Preprocess(32, tiles=(2, 2), tile_overlap=bad)
+    with pytest.raises(ConfigError, match="places 841 tiles a frame; at most 256"):
+        Preprocess(32, tiles=(8, 8), tile_overlap=0.75)
     param = next(p for p in get_spec("patchcore").all_params() if p.name == "tile_overlap")
     assert param.default == 0.0
     with pytest.raises(ConfigError, match="tile_overlap"):
@@ -168,7 +172,7 @@ def test_an_engine_with_overlapping_tiles_scores_as_training_did(mosaics, tmp_pa
     data = resolve_category(mosaics, "Mosaic", require_test=True)
     paths = [s.path for s in data.test]
     expected, maps = load_bundle(run).model.score_paths(paths)
-    assert maps.shape == (len(paths), 96, 96)  # 64 * 1.5 on each side
+    assert maps.shape == (len(paths), 128, 128)  # the grid's size: 2 x 64 on each side, from 3x3 tiles
     engine = convtrt("padim", None, load_bundle(run).path / "meta.json", tmp_path / "engine")
     scorer = open_scorer(engine.onnx.parent)
     frames = [read_image(p) for p in paths]
@@ -177,7 +181,7 @@ def test_an_engine_with_overlapping_tiles_scores_as_training_did(mosaics, tmp_pa
     np.testing.assert_allclose(got.raw_map, maps, rtol=1e-4, atol=1e-4)
     full = Inspector(scorer)(frames[0]).map_at_image()
     assert full.shape == frames[0].shape[:2]
-    # measured: image AUROC 0.79, pixel 0.90 (here a defect never crosses a tile's edge, so the
-    # overlap does not help; it shows the stitched maps land where the defects are)
+    # measured: image AUROC 0.87, pixel 0.97 from the 3x3 tiles (2x2 without overlap: 0.86, 0.98; here a
+    # defect never crosses the grid, bench/bench_tile_overlap.py has one that does): the maps land in place
     report = evaluate(run, mosaics, save_images=False, progress=False)
-    assert report["image_auroc"] >= 0.7 and report["pixel_auroc"] >= 0.85, report
+    assert report["image_auroc"] >= 0.8 and report["pixel_auroc"] >= 0.93, report

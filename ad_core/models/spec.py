@@ -206,8 +206,8 @@ COMMON_PARAMS = (
         "tile_overlap",
         float,
         0.0,
-        "share of a tile's side that it shares with its neighbour (0: none), so a defect on a tile's edge "
-        "is also seen whole by the next tile; the tiles' maps are averaged where they overlap",
+        "with tiles: more tiles of the same size, at a stride of at most (1 - this) of a tile, so a defect on "
+        "a tile's edge is also seen whole (anomalib's Tiler stride; 2x2 with 0.5: 3x3 tiles); 0: none",
         low=0.0,
         high=MAX_TILE_OVERLAP,
     ),
