@@ -56,6 +56,7 @@ class TunePanel(Startable, w.VBox):
         self.image_size = ParamField(_size_param(model))
         self.image_size.write(image_size)
         self.tiles = ParamField(_param(model, "tiles"))  # fixed for every trial, like the image size
+        self.tile_overlap = ParamField(_param(model, "tile_overlap"))
         self.space = w.Textarea(layout=w.Layout(width="600px", height="180px"), description="search space", style=STYLE)
         self.trials = ParamField(TRIALS)
         self.device = device_selector()
@@ -86,6 +87,7 @@ class TunePanel(Startable, w.VBox):
                 self.model,
                 self.image_size,
                 self.tiles,
+                self.tile_overlap,
                 self.space,
                 self.trials,
                 self.epochs,
@@ -142,6 +144,7 @@ class TunePanel(Startable, w.VBox):
         try:
             space = yaml.safe_load(self.space.value) or {}
             trials, image_size, tiles = self.trials.read(), self.image_size.read(), self.tiles.read()
+            overlap = self.tile_overlap.read()
             epochs = self.epochs.read() if get_spec(self.model.value).trained else None
             if not self.category_name:
                 raise ValueError("choose a category in the Data tab first")
@@ -159,6 +162,7 @@ class TunePanel(Startable, w.VBox):
         model, metric, device, objective = self.model.value, self.metric.value, self.device.value, self.objective.value
         kinds = [self.defects.value] if objective == "proxy" and self.defects.value else None
         fixed = {"image_size": image_size, **({"tiles": tiles} if tiles else {})}  # empty field: the default
+        fixed.update({"tile_overlap": overlap} if overlap else {})
 
         def work(stop: threading.Event):
             return tune(

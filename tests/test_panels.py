@@ -210,6 +210,7 @@ def test_tune_panel_scores_trials_on_thin_line_proxy_defects_with_tiles(sample_r
     assert panel.defects.layout.display is None
     panel.defects.value = "crack"
     panel.tiles.input.value = "1x2"
+    panel.tile_overlap.input.value = "0.5"  # 1x3 tiles
     panel.space.value = "n_features: {low: 8, high: 16, step: 8}\n"
     panel.trials.input.value = "1"
     handed = []
@@ -221,12 +222,14 @@ def test_tune_panel_scores_trials_on_thin_line_proxy_defects_with_tiles(sample_r
     doc = yaml.safe_load(panel.result.files["best_params"].read_text())
     assert doc["objective"] == "proxy" and doc["proxy_kinds"] == ["crack"]
     assert doc["params"]["tiles"] == "1x2" and doc["params"]["image_size"] == 64
+    assert doc["params"]["tile_overlap"] == 0.5
     assert not panel.objective.disabled
     # "Train with best" hands the tiles on to the Train form with the rest
     panel.train_best.click()
     train = TrainPanel(sample_root, CAT, tmp_path / "models")
     train.set_params(*handed[0])
     assert train.hparams()["tiles"] == "1x2" and train.hparams()["image_size"] == 64
+    assert train.hparams()["tile_overlap"] == 0.5
 
 
 def test_errors_appear_in_the_panel(sample_root, tmp_path):
