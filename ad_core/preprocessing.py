@@ -74,6 +74,11 @@ class Preprocess:
                 f"to {MAX_TILE_OVERLAP}"
             )
         object.__setattr__(self, "tile_overlap", float(self.tile_overlap))
+        if self.tile_overlap and self.tiles == (1, 1):
+            raise ConfigError(
+                f"preprocessing.tile_overlap: {self.tile_overlap} with tiles 1x1 (the whole frame) has no tiles to "
+                "overlap; give tiles as well (e.g. 2x2) or leave tile_overlap at 0"
+            )
         if self.n_tiles > MAX_PLACED_TILES:
             raise ConfigError(
                 f"preprocessing.tile_overlap: {self.tile_overlap} on a {self.tiles[0]}x{self.tiles[1]} grid places "

@@ -148,6 +148,7 @@ def prepare_fit(
     data = resolve_category(data_root, category, require_test=require_test)
     torch.manual_seed(options.seed)
     ad_model = create_model(model, **(hparams or {})).to(device)
+    ad_model.preprocess  # noqa: B018 - a tiling that cannot work is refused here, before any folder is made
     train_paths, val_paths = split_train_val(data.train, options.val_fraction, options.seed)
     return FitJob(data, ad_model, options, train_paths, val_paths)
 

@@ -70,6 +70,11 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
         Image.new("RGB", (64, 64)).save(tmp_path / "train" / "C" / f"{i}.png")
     rc, _out, err = ad_core("train", "--model", "padim", "--category", "C", "--data_root", tmp_path, "--tiles", "2")
     assert rc == 2 and err.startswith("error: tiles: expected ROWSxCOLS") and "Traceback" not in err
+    models = tmp_path / "models"
+    args = ("--category", "C", "--data_root", tmp_path, "--models_root", models, "--tile_overlap", "0.5")
+    rc, _out, err = ad_core("train", "--model", "padim", *args)
+    assert rc == 2 and "tile_overlap: 0.5 with tiles 1x1" in err and "give tiles as well" in err
+    assert not models.exists()  # refused before any folder was made
 
 
 def test_cli_lists_models_with_hyperparameters():

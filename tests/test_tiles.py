@@ -155,6 +155,8 @@ def test_overlapping_tiles_cover_the_frame_and_average_where_they_meet():
     for bad in (-0.1, 0.8):
         with pytest.raises(ConfigError, match="tile_overlap"):
             Preprocess(32, tiles=(2, 2), tile_overlap=bad)
+    with pytest.raises(ConfigError, match=r"with tiles 1x1 .* has no tiles to overlap"):
+        Preprocess(32, tile_overlap=0.5)
     with pytest.raises(ConfigError, match="places 841 tiles a frame; at most 256"):
         Preprocess(32, tiles=(8, 8), tile_overlap=0.75)
     param = next(p for p in get_spec("patchcore").all_params() if p.name == "tile_overlap")
