@@ -18,6 +18,7 @@ deployed path (``open_scorer``, ONNX Runtime), decoded image to score and map.
 Usage::
 
     python bench/bench_tiles.py [--sets elpv_mono elpv_poly] [--models padim patchcore] [--data_root /tmp/ad_quality_data]
+    python bench/bench_tiles.py --overlap   # 1x2 tiles against 1x2 with --tile_overlap 0.5 (a row per set and model)
 
 Adds its rows to ``bench/results/tiles.json`` (replacing the same set and model's) and prints a
 markdown table for ``docs/benchmarks.md``. ELPV is CC BY-NC-SA: the strips are written to a temporary
@@ -105,6 +106,11 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["elpv_mono", "elpv_poly"])
     ap.add_argument("--models", nargs="+", default=["padim", "patchcore"])
     ap.add_argument("--data_root", type=Path, default=Path("/tmp/ad_quality_data"))
+    ap.add_argument(
+        "--overlap",
+        action="store_true",
+        help="instead: ours with --tiles 1x2 against 1x2 with --tile_overlap 0.5 (1x3 tiles), on the same strips",
+    )
     args = ap.parse_args()
     from ad_core import load_bundle, train
     from ad_core.data.layout import resolve_category
@@ -124,6 +130,17 @@ def main() -> None:
             )
             write_strips(tmp / "stretch", train_pairs, test_pairs, letterbox=False)
             write_strips(tmp / "letterbox", train_pairs, test_pairs, letterbox=True)
+            if args.overlap:
+                for model in args.models:
+                    plain = run_ours(model, tmp / "stretch", tmp / "m5", tiles="1x2")
+                    over = run_ours(model, tmp / "stretch", tmp / "m6", tiles="1x2", tile_overlap=0.5)
+                    print(
+                        f"| {label} strips | {model} | {plain['image_auroc']:.3f} | {over['image_auroc']:.3f} | "
+                        f"{100 * (over['image_auroc'] - plain['image_auroc']):+.1f} | {plain['latency_ms']:.1f} | "
+                        f"{over['latency_ms']:.1f} |",
+                        flush=True,
+                    )
+                continue
             for model in args.models:
                 row = {"set": label, "model": model}
                 row["stretch"] = run_ours(model, tmp / "stretch", tmp / "m1")
@@ -135,6 +152,8 @@ def main() -> None:
                 row["cells"] = image_auroc(labels, cells.score_paths([s.path for s in data.test])[0])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    if args.overlap:
+        return
     bq.RESULTS.mkdir(parents=True, exist_ok=True)
     out = bq.RESULTS / "tiles.json"  # rows of earlier runs stay unless this run measured them again
     done = {(r["set"], r["model"]) for r in rows}
