@@ -237,19 +237,30 @@ def cache_root(tracking: str | bool | None = None) -> Path:
     return base / hashlib.sha256(tracking_uri(tracking).encode()).hexdigest()[:16]
 
 
-def resolve_path(value: str | Path | None, filename: str, tracking: str | bool | None = None) -> str | Path | None:
+def resolve_path(
+    value: str | Path | None,
+    filename: str,
+    tracking: str | bool | None = None,
+    memo: dict[str, Resolved] | None = None,
+) -> str | Path | None:
     """``value`` itself, or for a ``models:/`` URI the named file inside the fetched bundle.
 
     ``filename`` is ``model.pth``, ``meta.json``, ``memory_bank.npz`` ... or ``""`` for the folder.
     A version is downloaded once into :func:`cache_root` and verified against its sha256; with the
     registry out of reach, a URI resolves to the cached version it last resolved to (said on stderr).
+    ``memo`` (one per command) resolves each URI once, so that ``models:/NAME/latest`` given for the
+    weights and for meta.json names the same version even if a new one is registered in between.
     """
     if not is_model_uri(value):
         return value
     cache = RegistryCache(cache_root(tracking), tracking_uri(tracking))
-    resolved = cache.resolve(str(value))
-    if resolved.offline:
-        print(f"note: {resolved.note}", file=sys.stderr)
+    resolved = memo.get(str(value)) if memo is not None else None
+    if resolved is None:
+        resolved = cache.resolve(str(value))
+        if resolved.offline:
+            print(f"note: {resolved.note}", file=sys.stderr)
+        if memo is not None:
+            memo[str(value)] = resolved
     folder = cache.folder(resolved.name, resolved.version)
     target = folder / filename if filename else folder
     if filename and not target.exists():

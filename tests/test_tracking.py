@@ -16,7 +16,7 @@ from PIL import Image
 
 from ad_core import evaluate, train
 from ad_core.cli import main
-from ad_core.fleet import cache_root, verify
+from ad_core.fleet import cache_root, resolve_path, verify
 from ad_core.runtime import open_scorer
 
 CAT = "Sample_brick"
@@ -145,6 +145,14 @@ def test_register_fetch_and_use_for_infer_and_convtrt(tracked, sample_root, tmp_
     # the registry reached but not knowing the version: said so, not taken for an outage
     assert main(["infer", "vae", "-e", "models:/brick_vae/9", "-d", str(anomaly), *args]) == 2
     assert "does not resolve it" in capsys.readouterr().err
+
+    # within one command, models:/NAME/latest names one version for every flag, even if one is registered meanwhile
+    memo = {}
+    meta_json = resolve_path("models:/brick_vae/latest", "meta.json", str(store), memo)
+    assert main(["register", "--run", str(run), "--name", "brick_vae", *args]) == 0  # version 3
+    assert resolve_path("models:/brick_vae/latest", "model.pth", str(store), memo).parent == meta_json.parent
+    assert meta_json.parent.name == "2"
+    assert resolve_path("models:/brick_vae/latest", "model.pth", str(store)).parent.name == "3"  # a new command
 
     engine = tmp_path / "engine"
     rc = main(

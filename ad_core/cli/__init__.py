@@ -59,8 +59,9 @@ def _fetch_model_uris(args: argparse.Namespace) -> None:
         return
     from ad_core.fleet import resolve_path
 
+    memo: dict = {}  # one version per URI for the whole command
     for key, filename in flags.items():
-        setattr(args, key, resolve_path(getattr(args, key), filename, args.mlflow))
+        setattr(args, key, resolve_path(getattr(args, key), filename, args.mlflow, memo))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
