@@ -62,6 +62,11 @@ def test_compose_runs_an_mlflow_server_the_clients_point_at():
     jetson = yaml.safe_load((ROOT / "docker" / "jetson" / "compose.yaml").read_text())["services"]
     for name in ("jetson_batch", "jetson_node"):
         assert ":8080" in jetson[name]["environment"]["MLFLOW_TRACKING_URI"]
+    # the CLI's models:/ cache lies on the mounted models/ folder: it outlives the container, offline too
+    cache = jetson["jetson_batch"]["environment"]["AD_CORE_MODELS_CACHE"]
+    assert (
+        cache.startswith("/workspace/models/") and "../../models:/workspace/models" in jetson["jetson_batch"]["volumes"]
+    )
     # the PC image has the mlflow the server runs (the project's dependency)
     assert re.search(r'"mlflow>=', (ROOT / "pyproject.toml").read_text())
 
