@@ -1,6 +1,6 @@
 """Overlapping tiles (``--tile_overlap``) where a defect sits on the tiles' crossing, and where it does not.
 
-Two sets, both from the bundled sample brick (``ad_core.data.sample``, built in a temporary folder):
+Two sets, both from the bundled sample brick (``ad_core.data.sample.build_mosaics``, built in a temporary folder):
 
 * ``crossing``: 2x2 mosaics of 128-px crops (8 training mosaics of normal crops, 12 normal test
   mosaics); each defective test mosaic is a normal one with a sample defect (its mask, grown by two
@@ -30,62 +30,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-from scipy import ndimage
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as bq
 
 OVERLAPS = (0.0, 0.25, 0.5)
 
 
-def _mosaic(crops: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.concatenate(crops[:2], 1), np.concatenate(crops[2:], 1)], 0)
-
-
-def build(sample: Path, root: Path, crossing: bool) -> None:
-    """The seed layout of one set (category ``S``) under ``root``."""
-    from ad_core.data.images import read_image
-    from ad_core.data.layout import resolve_category
-
-    src = resolve_category(sample, "Sample_brick", require_test=True)
-    train, test = root / "train" / "S", root / "test" / "S"
-    for d in (train, test / "normal", test / "anomaly", test / "masks"):
-        d.mkdir(parents=True)
-    crops = [read_image(p) for p in src.train]
-    for i in range(len(crops) // 4):
-        Image.fromarray(_mosaic(crops[4 * i : 4 * i + 4])).save(train / f"{i:03d}.png")
-    normals = [read_image(s.path) for s in src.test if s.label == 0]
-    n = len(normals)
-    for i in range(n):
-        Image.fromarray(_mosaic([normals[(i + j) % n] for j in range(4)])).save(test / "normal" / f"{i:03d}.png")
-    for i, s in enumerate(s for s in src.test if s.label == 1):
-        tiles = [normals[(i + j) % n] for j in range(4)]
-        crop, defect = read_image(s.path), read_image(s.mask).max(axis=2) > 0
-        if crossing:
-            frame, mask = _mosaic(tiles), np.zeros((256, 256), bool)
-            grown = ndimage.binary_dilation(defect, iterations=2)
-            ys, xs = np.nonzero(grown)
-            fy, fx = ys - round(ys.mean()) + 128, xs - round(xs.mean()) + 128
-            inside = (fy >= 0) & (fy < 256) & (fx >= 0) & (fx < 256)
-            frame[fy[inside], fx[inside]] = crop[ys[inside], xs[inside]]
-            mask[fy[inside], fx[inside]] = True
-        else:
-            place = i % 4
-            tiles[place] = crop
-            masks = [np.zeros(crop.shape[:2], bool) for _ in range(4)]
-            masks[place] = defect
-            frame, mask = _mosaic(tiles), _mosaic(masks)
-        Image.fromarray(frame).save(test / "anomaly" / f"{i:03d}.png")
-        Image.fromarray(mask.astype(np.uint8) * 255).save(test / "masks" / f"{i:03d}.png")
-
-
 def run(model: str, root: Path, models: Path, **hparams) -> dict:
     from ad_core import evaluate, train
 
     report = evaluate(
-        train(model, "S", root, models, progress=False, **hparams), root, save_images=False, progress=False
+        train(model, "Mosaic", root, models, progress=False, **hparams), root, save_images=False, progress=False
     )
     return {"image_auroc": report["image_auroc"], "pixel_auroc": report["pixel_auroc"]}
 
@@ -95,14 +50,14 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["padim", "patchcore"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
     args = ap.parse_args()
-    from ad_core.data.sample import build_sample_dataset
+    from ad_core.data.sample import build_mosaics, build_sample_dataset
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         build_sample_dataset(tmp / "sample")
         for name in ("crossing", "quarters"):
-            build(tmp / "sample", tmp / name, crossing=name == "crossing")
+            build_mosaics(tmp / "sample", tmp / name, crossing=name == "crossing")
             for model in args.models:
                 for size in args.sizes:
                     row = {"set": name, "model": model, "image_size": size}

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 os.environ.setdefault("AD_CORE_WEIGHTS_DIR", str(Path(__file__).parent / ".no-weights-cache"))
 
@@ -120,35 +118,9 @@ def evaluated(trained):
     return get
 
 
-def _mosaic(images: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.concatenate(images[:2], axis=1), np.concatenate(images[2:], axis=1)], axis=0)
-
-
 @pytest.fixture(scope="session")
 def mosaics(sample_root, tmp_path_factory):
     """tests/test_tiles.py's set: the brick's crops as 2x2 mosaics in the seed layout: 8 training, 12 normal and 16 defective test frames."""
-    from ad_core.data.images import read_image
-    from ad_core.data.layout import resolve_category
+    from ad_core.data.sample import build_mosaics
 
-    src = resolve_category(sample_root, "Sample_brick", require_test=True)
-    root = tmp_path_factory.mktemp("mosaics")
-    train_dir, test_dir = root / "train" / "Mosaic", root / "test" / "Mosaic"
-    for d in (train_dir, test_dir / "normal", test_dir / "anomaly", test_dir / "masks"):
-        d.mkdir(parents=True)
-    crops = [read_image(p) for p in src.train]
-    for i in range(len(crops) // 4):
-        Image.fromarray(_mosaic(crops[4 * i : 4 * i + 4])).save(train_dir / f"{i:03d}.png")
-    normals = [read_image(s.path) for s in src.test if s.label == 0]
-    defects = [s for s in src.test if s.label == 1]
-    n = len(normals)
-    for i in range(n):
-        Image.fromarray(_mosaic([normals[(i + j) % n] for j in range(4)])).save(test_dir / "normal" / f"{i:03d}.png")
-    for i, s in enumerate(defects):
-        place = i % 4
-        frame = [normals[(i + j) % n] for j in range(4)]
-        frame[place] = read_image(s.path)
-        masks = [np.zeros(f.shape[:2], np.uint8) for f in frame]
-        masks[place] = (read_image(s.mask).max(axis=2) > 0).astype(np.uint8) * 255
-        Image.fromarray(_mosaic(frame)).save(test_dir / "anomaly" / f"{i:03d}_q{place}.png")
-        Image.fromarray(_mosaic(masks)).save(test_dir / "masks" / f"{i:03d}_q{place}.png")
-    return root
+    return build_mosaics(sample_root, tmp_path_factory.mktemp("mosaics") / "set")

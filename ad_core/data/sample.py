@@ -158,3 +158,56 @@ def build_sample_dataset(
                 os.replace(Path(tmp) / split / name, dest)
         written.append(name)
     return written
+
+
+def _mosaic(images: list[np.ndarray]) -> np.ndarray:
+    """Four equal images as a 2x2 mosaic (row-major)."""
+    return np.concatenate([np.concatenate(images[:2], axis=1), np.concatenate(images[2:], axis=1)], axis=0)
+
+
+def build_mosaics(sample_root: str | Path, out: str | Path, category: str = "Mosaic", crossing: bool = False) -> Path:
+    """2x2 mosaics of the sample brick's crops in the seed layout under ``out``: a set for trying ``--tiles``.
+
+    8 training mosaics of normal crops and 12 normal test mosaics. Each of the 16 defective test
+    mosaics is a normal one with, by default, a whole defective crop as quarter ``q``
+    (``NNN_qQ.png``: no defect crosses a 2x2 grid); with ``crossing``, the sample's defect (its
+    mask grown by two pixels) pasted with its centre on the frame's centre, where a 2x2 grid cuts it
+    into four (``NNN.png``). Masks in ``test/<category>/masks``. Returns ``out``.
+    """
+    from scipy import ndimage
+
+    from ad_core.data.images import read_image
+    from ad_core.data.layout import resolve_category
+
+    src = resolve_category(sample_root, "Sample_brick", require_test=True)
+    out = Path(out)
+    train_dir, test_dir = out / "train" / category, out / "test" / category
+    for d in (train_dir, test_dir / "normal", test_dir / "anomaly", test_dir / "masks"):
+        d.mkdir(parents=True)
+    crops = [read_image(p) for p in src.train]
+    for i in range(len(crops) // 4):
+        Image.fromarray(_mosaic(crops[4 * i : 4 * i + 4])).save(train_dir / f"{i:03d}.png")
+    normals = [read_image(s.path) for s in src.test if s.label == 0]
+    n = len(normals)
+    for i in range(n):
+        Image.fromarray(_mosaic([normals[(i + j) % n] for j in range(4)])).save(test_dir / "normal" / f"{i:03d}.png")
+    for i, s in enumerate(s for s in src.test if s.label == 1):
+        tiles = [normals[(i + j) % n] for j in range(4)]
+        crop, defect = read_image(s.path), read_image(s.mask).max(axis=2) > 0
+        if crossing:
+            frame, mask = _mosaic(tiles), np.zeros((2 * crop.shape[0], 2 * crop.shape[1]), bool)
+            ys, xs = np.nonzero(ndimage.binary_dilation(defect, iterations=2))
+            fy, fx = ys - round(ys.mean()) + mask.shape[0] // 2, xs - round(xs.mean()) + mask.shape[1] // 2
+            inside = (fy >= 0) & (fy < mask.shape[0]) & (fx >= 0) & (fx < mask.shape[1])
+            frame[fy[inside], fx[inside]] = crop[ys[inside], xs[inside]]
+            mask[fy[inside], fx[inside]] = True
+            name = f"{i:03d}.png"
+        else:
+            place = i % 4
+            tiles[place] = crop
+            masks = [np.zeros(crop.shape[:2], bool) for _ in range(4)]
+            masks[place] = defect
+            frame, mask, name = _mosaic(tiles), _mosaic(masks), f"{i:03d}_q{place}.png"
+        Image.fromarray(frame).save(test_dir / "anomaly" / name)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(test_dir / "masks" / name)
+    return out
