@@ -138,9 +138,10 @@ class TorchRunner:
         self.output_names = model.spec.outputs
         width = getattr(self.graph, "embedding_dim", None)
         self.output_shapes = {EMBEDDING_OUTPUT: ["batch", width, None, None]} if width else {}
+        self.keep_on_device = False  # True: hand the outputs on as float32 tensors where they are (a head on the GPU)
 
-    def __call__(self, batch: np.ndarray | torch.Tensor) -> list[np.ndarray]:
-        """Run the graph."""
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> list[np.ndarray] | list[torch.Tensor]:
+        """Run the graph: numpy outputs on the host, or the device's tensors with ``keep_on_device``."""
         import torch
 
         x = batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)
@@ -149,7 +150,8 @@ class TorchRunner:
             self.on = self.model.device
         with torch.no_grad(), ieee_fp32():
             out = self.graph(self.model.on_device(x))
-        return [o.float().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,))]
+        outs = [o.float() for o in (out if isinstance(out, tuple) else (out,))]
+        return outs if self.keep_on_device else [o.cpu().numpy() for o in outs]
 
 
 class TrtRunner:  # pragma: no cover - needs TensorRT and an NVIDIA GPU (tests/test_gpu.py on the device)

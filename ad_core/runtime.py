@@ -108,6 +108,8 @@ class Scorer:
                 f"(is it the engine of another model?)"
             )
         head.check(runner.output_shapes, source)
+        if isinstance(runner, TorchRunner):  # PatchCore's search on the graph's GPU: no round trip through the host
+            runner.keep_on_device = getattr(head, "takes_tensors", False)
 
     @classmethod
     def for_model(cls, model: AnomalyModel, bank_search: str = "auto") -> Scorer:
@@ -165,7 +167,7 @@ class Scorer:
         limit = int(self.meta.get("engine", {}).get("max_batch") or 0)  # a TensorRT engine's profile
         if limit and len(batch) > limit:
             parts = [self.runner(batch[i : i + limit]) for i in range(0, len(batch), limit)]
-            outs = [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(parts[0]))]
+            outs = [_concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
         else:
             outs = self.runner(batch)
         self.timings["graph"] = (time.perf_counter() - t0) * 1000.0
@@ -209,6 +211,13 @@ def _beside_the_graph(model: AnomalyModel, bank_search: str) -> str:
     """``auto`` for a torch graph on a GPU: search the bank on that GPU (no round trip through the host)."""
     device = model.device.torch()
     return f"torch:{device}" if bank_search == "auto" and device.type == "cuda" else bank_search
+
+
+def _concatenate(parts: list) -> Any:
+    """Batch parts joined: numpy arrays on the host, or tensors where they are (a torch runner's ``keep_on_device``)."""
+    if _is_tensor(parts[0]):
+        return sys.modules["torch"].cat(parts)
+    return np.concatenate([np.asarray(p) for p in parts])
 
 
 def _is_tensor(x: Any) -> bool:

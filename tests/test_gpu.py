@@ -140,6 +140,33 @@ def test_torch_scorer_on_cuda_matches_onnxruntime_on_the_cpu(model, trained, ima
 
 
 @needs_cuda
+@pytest.mark.parametrize("model", ["patchcore", "padim"])
+def test_overlapping_tiles_score_on_cuda_as_on_the_cpu(model, mosaics, tmp_path):
+    """A model on 3x3 overlapping tiles (2x2 grid, overlap 0.5): the torch scorer on CUDA (PatchCore: the
+    nine tiles' embeddings searched, re-weighted and blurred on the GPU) gives ONNX Runtime's CPU scores and
+    the grid-sized maps averaged where the tiles meet."""
+    from ad_core.train import train
+
+    run = train(
+        model, "Mosaic", mosaics, tmp_path / "models", image_size=64, tiles="2x2", tile_overlap=0.5,
+        progress=False, device="cpu",
+    )  # fmt: skip
+    frames = [read_image(s.path) for s in resolve_category(mosaics, "Mosaic", require_test=True).test]
+    cpu_out = open_scorer(run, device="cpu")(frames)
+    gpu = open_scorer(run, backend="torch", device="cuda")
+    assert gpu.preprocess.n_tiles == 9
+    if model == "patchcore":
+        assert gpu.search.engine == "torch-cuda" and gpu.runner.keep_on_device
+    gpu_out = gpu(frames)
+    assert gpu_out.raw_map.shape == cpu_out.raw_map.shape == (len(frames), 128, 128)
+    worst = np.max(np.abs(gpu_out.raw_score - cpu_out.raw_score) / np.abs(cpu_out.raw_score))
+    print(f"{model} on 3x3 overlapping tiles: torch on CUDA against ONNX Runtime on the CPU, worst {worst:.2e}")
+    np.testing.assert_allclose(gpu_out.raw_score, cpu_out.raw_score, rtol=FP32_RTOL)
+    scale = np.abs(cpu_out.raw_map).max()
+    np.testing.assert_allclose(gpu_out.raw_map, cpu_out.raw_map, rtol=FP32_RTOL, atol=FP32_RTOL * scale)
+
+
+@needs_cuda
 def test_fits_on_cuda_build_the_cpus_statistics_and_bank(sample_root):
     """PaDiM's Gaussian (now inverted on the GPU) and PatchCore's bank from a fit on CUDA equal the CPU's.
 

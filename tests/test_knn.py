@@ -118,6 +118,30 @@ def test_torch_index_is_exact_where_the_expansion_is_not(k):
         index.search(queries, 3001)
 
 
+@pytest.mark.parametrize("num_neighbors", [1, 9])
+@pytest.mark.parametrize("whitened", [False, True], ids=["plain", "whitened"])
+def test_the_head_on_the_banks_device_scores_as_the_numpy_head(num_neighbors, whitened):
+    """The torch scorer on a GPU hands the head tensors: whitening, search, re-weighting, map resize and
+    blur then run on the bank's device (the CPU here). Same scores and maps as the deployed numpy head."""
+    rng = np.random.default_rng(4)
+    bank = clustered(2000, 24, seed=9)
+    whitening = (np.eye(24) + 0.1 * rng.standard_normal((24, 24))).astype(np.float32) if whitened else None
+    embedding = (bank[rng.integers(0, 2000, 3 * 64)] + rng.normal(0, 0.3, (3 * 64, 24))).astype(np.float32)
+    embedding = embedding.reshape(3, 8, 8, 24).transpose(0, 3, 1, 2)  # (B, D, h, w), like the graph's
+    embedding[1, :, 2, 5] += 4.0  # one patch far from the bank
+    deployed = PatchcoreHead(bank, num_neighbors, engine="cells", whitening=whitening)
+    on_device = PatchcoreHead(bank, num_neighbors, engine="torch:cpu", whitening=whitening)
+    assert on_device.takes_tensors and not deployed.takes_tensors
+    want_score, want_map = deployed([embedding], 64)
+    got_score, got_map = on_device([torch.from_numpy(embedding)], 64)
+    assert isinstance(got_score, np.ndarray) and got_map.shape == want_map.shape == (3, 1, 64, 64)
+    np.testing.assert_allclose(got_score, want_score, rtol=1e-5)
+    np.testing.assert_allclose(got_map, want_map, rtol=1e-5, atol=1e-6 * np.abs(want_map).max())
+    assert got_score.argmax() == 1 and np.unravel_index(got_map[1, 0].argmax(), (64, 64))[0] // 8 in (1, 2, 3)
+    with pytest.raises(BundleError, match="width 24 does not match the graph's embedding width 5"):
+        on_device([torch.zeros(1, 5, 8, 8)], 64)
+
+
 def test_probe_share_tells_a_prunable_bank_from_one_that_is_not():
     """What PatchCore's ``whiten_mode`` auto reads: the share of the bank the pruned scan computes."""
     bank = clustered(3000, 152, seed=0)
@@ -179,8 +203,11 @@ def test_patchcore_scores_with_cells_match_faiss(trained, sample_root):
     on_torch = open_scorer(run, bank_search="torch")  # a GPU's search, on the CPU here
     assert (cells.search.engine, flat.search.engine, on_torch.search.engine) == ("cells", "faiss", "torch-cpu")
     assert open_scorer(run).search.engine == "cells"  # the CPU default
+    # the torch scorer on a GPU: the graph hands its tensors to the search, whose every step stays there
+    all_torch = open_scorer(run, backend="torch", bank_search="torch")
+    assert all_torch.runner.keep_on_device and on_torch.runner.backend != "torch"
     a = cells(images)
-    for other in (flat, on_torch):
+    for other in (flat, on_torch, all_torch):
         b = other(images)
         np.testing.assert_allclose(a.raw_score, b.raw_score, rtol=1e-4)
         np.testing.assert_allclose(a.raw_map, b.raw_map, rtol=1e-3, atol=1e-3 * np.abs(b.raw_map).max())

@@ -11,8 +11,10 @@ rows the triangle inequality rules out and hands calls where that does not pay t
 neighbours as brute force); ``"cells"`` forces that one; ``"faiss"`` forces FAISS's ``IndexFlatL2``
 (GPU index when possible); ``"torch"`` keeps the bank on a torch device (the GPU where there is one,
 or ``"torch:cuda:1"``) and searches there (:class:`ad_core.models.patchcore.knn.TorchIndex`). The
-torch scorer of a model on a GPU uses that one (:meth:`ad_core.runtime.Scorer.for_model`); the
-deployed path never imports torch for it.
+torch scorer of a model on a GPU uses that one (:meth:`ad_core.runtime.Scorer.for_model`) and then
+takes the graph's embeddings as they are, on that device (``takes_tensors``): whitening, search,
+re-weighting and the map's resize and blur run there, and only the scores and the map come to the host
+(the same float32 operators as the numpy path). The deployed path never imports torch for it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class PatchcoreHead:
             self.whitening = whitening
         self.num_neighbors = int(num_neighbors)
         self.on_gpu = False
+        self.takes_tensors = False  # True: __call__ is handed the torch graph's output on the bank's device
         self.timings: dict[str, float] = {"bank_search": 0.0}
         if engine == "torch":
             import torch
@@ -80,6 +83,10 @@ class PatchcoreHead:
             torch_device = torch_device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.index, self.engine = TorchIndex(bank, torch_device), f"torch-{torch.device(torch_device).type}"
             self.on_gpu = self.index.device.type == "cuda"
+            self.takes_tensors = True
+            self._whitening_t = (
+                None if self.whitening is None else torch.from_numpy(self.whitening).to(self.index.device)
+            )
             return
         if engine in ("auto", "faiss"):
             import faiss
@@ -138,6 +145,8 @@ class PatchcoreHead:
 
     def __call__(self, outputs: list[np.ndarray], image_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw scores ``(B,)`` and maps ``(B, 1, S, S)`` from the graph's embeddings ``(B, D, h, w)``."""
+        if self.takes_tensors and not isinstance(outputs[0], np.ndarray):
+            return self._on_device(outputs[0], image_size)
         embedding = np.asarray(outputs[0], np.float32)
         b, d, h, w = embedding.shape
         if d != self.width:
@@ -168,3 +177,38 @@ class PatchcoreHead:
         with _blas_controller().limit(limits=1, user_api="blas"):  # no spinning BLAS workers after the frame
             anomaly_map = nearest_resize_blur(patch_scores.reshape(b, 1, h, w), image_size)
         return score.astype(np.float32), anomaly_map
+
+    def _on_device(self, embedding: Any, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`__call__` for a torch tensor: every step on the bank's device, in IEEE fp32."""
+        import torch
+
+        from ad_core.filters import resize_blur
+        from ad_core.runners import ieee_fp32
+
+        index = self.index
+        b, d, h, w = embedding.shape
+        if d != self.width:
+            raise BundleError(
+                f"{self.source}: memory bank width {self.width} does not match the graph's embedding width {d}"
+            )
+        start = time.perf_counter()
+        with torch.no_grad(), ieee_fp32():
+            flat = embedding.to(index.device, torch.float32).permute(0, 2, 3, 1).reshape(-1, d)
+            if self._whitening_t is not None:
+                flat = flat @ self._whitening_t
+            d2, loc = index.search_tensor(flat, 1)
+            patch_scores, locations = d2.clamp_min(0.0).sqrt().reshape(b, h * w), loc.reshape(b, h * w)
+            rows = torch.arange(b, device=index.device)
+            max_patches = patch_scores.argmax(1)
+            score = patch_scores[rows, max_patches]
+            if self.num_neighbors > 1:  # anomalib's re-weighting, as in __call__
+                max_features = flat.reshape(b, h * w, d)[rows, max_patches]
+                nn_sample = index.bank[locations[rows, max_patches]]
+                _, support = index.search_tensor(nn_sample, min(self.num_neighbors, index.ntotal))
+                distances = ((index.bank[support] - max_features[:, None, :]) ** 2).sum(-1).sqrt()
+                softmax = (distances - distances.max(1, keepdim=True).values).exp()
+                score = (1.0 - softmax[:, 0] / softmax.sum(1)) * score
+            score = score.cpu().numpy()  # waits for the device: the timing below is the search's
+            self.timings["bank_search"] = (time.perf_counter() - start) * 1000.0
+            anomaly_map = resize_blur(patch_scores.reshape(b, 1, h, w), (image_size, image_size), 4.0, "nearest")
+            return score.astype(np.float32), anomaly_map.cpu().numpy()

@@ -29,8 +29,13 @@ same distance to within rounding either may be returned.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numba import njit
+
+if TYPE_CHECKING:
+    import torch
 
 # reassociation lets LLVM vectorise the sums of squares; no-NaN/no-Inf flags are not set because
 # the kernel compares against +inf-like sentinels
@@ -338,18 +343,30 @@ class TorchIndex:
         """Squared distances and indices ``(n, k)`` of each query's ``k`` nearest rows, nearest first."""
         import torch
 
+        q = torch.from_numpy(checked_queries(queries, k, self.ntotal, self.d))
+        d2, idx = self.search_tensor(q, k)
+        return d2.cpu().numpy(), idx.cpu().numpy().astype(np.int64)
+
+    def search_tensor(self, queries: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`search` for a float32 ``(n, D)`` tensor: the answer stays on the bank's device (no copies)."""
+        import torch
+
         from ad_core.runners import ieee_fp32
 
-        q = checked_queries(queries, k, self.ntotal, self.d)
+        if queries.ndim != 2 or queries.shape[1] != self.d:
+            raise ValueError(f"queries of shape {tuple(queries.shape)} do not match a bank of width {self.d}")
+        if not 1 <= k <= self.ntotal:
+            raise ValueError(f"k must be between 1 and the bank size {self.ntotal}, got {k}")
+        q = queries.to(self.device, torch.float32)
         wide = min(self.ntotal, k + self.spare)
         out_d, out_i = [], []
         with torch.no_grad(), ieee_fp32():
             for s in range(0, len(q), self.rows_at_once):
-                x = torch.from_numpy(q[s : s + self.rows_at_once]).to(self.device)
+                x = q[s : s + self.rows_at_once]
                 approx = torch.addmm(self.norms[None, :], x, self.bank.T, alpha=-2.0)
                 cand = approx.topk(wide, dim=1, largest=False).indices
                 exact = ((self.bank[cand] - x[:, None, :]) ** 2).sum(-1)
                 d2, pick = exact.topk(k, dim=1, largest=False)
                 out_d.append(d2)
                 out_i.append(cand.gather(1, pick))
-        return torch.cat(out_d).cpu().numpy(), torch.cat(out_i).cpu().numpy().astype(np.int64)
+        return torch.cat(out_d), torch.cat(out_i)
