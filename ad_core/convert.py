@@ -74,6 +74,15 @@ def simplify(model: bytes, image_size: int) -> tuple[bytes, bool]:
     return slim_bytes, True
 
 
+def search_max_queries(rows: int, budget: int = 2**26) -> int:
+    """Queries one call of a ``search.plan`` takes, between 64 and 4,096 (four 32x32 patch grids).
+
+    Its ``(queries, rows)`` distance matrix stays within ``budget`` elements (256 MB of fp32 in a
+    Jetson's shared memory); the head splits larger calls.
+    """
+    return max(64, min(4096, budget // max(1, int(rows))))
+
+
 def tensorrt_available() -> tuple[bool, str]:
     """Whether a TensorRT engine can be built here, and why not."""
     try:
@@ -94,8 +103,12 @@ def build_engine(
     workspace_mb: int = 4096,
     use_dla: bool = False,
     max_batch: int = 8,
+    profile_of: tuple[str, tuple, tuple, tuple] | None = None,
 ) -> bytes:  # pragma: no cover - needs TensorRT and a GPU (tests/test_gpu.py on the device)
-    """Build a serialised TensorRT engine from ONNX bytes (input ``image``, batch 1..``max_batch``)."""
+    """Build a serialised TensorRT engine from ONNX bytes (input ``image``, batch 1..``max_batch``).
+
+    ``profile_of``: another input's name and its min, opt and max shapes (PatchCore's search graph).
+    """
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -124,7 +137,7 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     profile = builder.create_optimization_profile()
     shape = (3, image_size, image_size)
-    profile.set_shape("image", (1, *shape), (1, *shape), (max_batch, *shape))
+    profile.set_shape(*(profile_of or ("image", (1, *shape), (1, *shape), (max_batch, *shape))))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -192,11 +205,17 @@ def convtrt(
     size = int(bundle.meta["image_size"])
     graph, simplified = simplify(onnx_bytes(bundle, opset), size)
     engine: dict[str, Any] = {"onnx": "model.onnx", "opset": opset, "simplified": simplified, "plan": None}
+    search = getattr(spec.head_class, "search_graph", None)  # PatchCore: the bank search as a graph of its own
+    search_graph, search_info = search(bundle.model.artifacts(), bundle.meta, opset) if search else (None, {})
     ok, why = tensorrt_available()
     with staged(out, "merge") as stage:
         write_bytes_atomic(stage.path / "model.onnx", graph)
         digests = {"model.onnx": sha256(stage.path / "model.onnx")}
         engine["onnx_sha256"] = digests["model.onnx"]
+        if search_graph is not None:
+            write_bytes_atomic(stage.path / "search.onnx", search_graph)
+            digests["search.onnx"] = sha256(stage.path / "search.onnx")
+            engine.update(search_onnx="search.onnx", search_plan=None, **search_info)
         if ok:  # pragma: no cover - GPU only
             import tensorrt as trt
 
@@ -204,6 +223,13 @@ def convtrt(
                 stage.path / "model.plan", build_engine(graph, size, fp16, workspace, use_dla, max_batch)
             )
             digests["model.plan"] = sha256(stage.path / "model.plan")
+            if search_graph is not None:  # fp32 whatever the model engine's precision: distances need the digits
+                width, limit = search_info["search_width"], search_max_queries(search_info["search_rows"])
+                shapes = ("queries", (1, width), (min(1024, limit), width), (limit, width))
+                plan = build_engine(search_graph, size, False, workspace, False, profile_of=shapes)
+                write_bytes_atomic(stage.path / "search.plan", plan)
+                digests["search.plan"] = sha256(stage.path / "search.plan")
+                engine.update(search_plan="search.plan", search_max_queries=limit)
             engine.update(
                 plan="model.plan",
                 plan_sha256=digests["model.plan"],
@@ -216,6 +242,8 @@ def convtrt(
             message = f"wrote {out / 'model.onnx'} and {out / 'model.plan'} (TensorRT {trt.__version__}, fp16={fp16})"
         else:
             message = f"wrote {out / 'model.onnx'}; no TensorRT engine: {why}. The ONNX file runs with ONNX Runtime."
+        if search_graph is not None:
+            message += f" PatchCore's bank search: {', '.join(n for n in digests if n.startswith('search.'))}."
         meta = {**_engine_meta(bundle, weights_file, engine), "sha256": digests}
         write_bundle(bundle.model, stage.path, meta)
     plan_path = out / "model.plan" if ok else None

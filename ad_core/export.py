@@ -10,6 +10,8 @@ Each model's spec names its graph (``ad_core/models/<name>/graph.py``, or the ge
 * ``"embedding"`` (PatchCore): the graph stops at the patch embeddings, output ``embedding (B, D,
   h, w)``; the memory bank stays in ``memory_bank.npz`` and the model's head searches it. Putting
   the bank inside the graph is what breaks anomalib's PatchCore ONNX/TensorRT export for real banks.
+  (``convtrt`` also writes the search alone as ``search.onnx`` / ``search.plan`` for a GPU to run:
+  :mod:`ad_core.models.patchcore.search_graph`.)
 
 The ONNX file carries metadata (model, image size, sha256 of the weights it came from) so a
 runtime can refuse a graph that belongs to another bundle.

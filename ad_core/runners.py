@@ -41,6 +41,7 @@ class OrtRunner:
         self.session = ort.InferenceSession(
             model, options, providers=ort_providers(device, ort.get_available_providers())
         )
+        self.input_name = self.session.get_inputs()[0].name  # "image"; "queries" for PatchCore's search graph
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_shapes = {o.name: list(o.shape) for o in self.session.get_outputs()}
         width = onnx_metadata(model).get("embedding_dim") if EMBEDDING_OUTPUT in self.output_shapes else None
@@ -49,7 +50,7 @@ class OrtRunner:
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         """Run the graph."""
-        return self.session.run(None, {"image": batch})
+        return self.session.run(None, {self.input_name: batch})
 
 
 def ort_providers(device: str | None, available: list[str]) -> list:
@@ -163,7 +164,7 @@ class TrtRunner:  # pragma: no cover - needs TensorRT and an NVIDIA GPU (tests/t
 
     backend = "tensorrt"
 
-    def __init__(self, plan: bytes, path: Path) -> None:
+    def __init__(self, plan: bytes, path: Path, input_name: str = "image") -> None:
         try:
             import tensorrt as trt
         except ImportError as exc:
@@ -186,8 +187,11 @@ class TrtRunner:  # pragma: no cover - needs TensorRT and an NVIDIA GPU (tests/t
             self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        if [n for n in names if is_input[n]] != ["image"]:
-            raise BundleError(f"{path}: engine inputs are {[n for n in names if is_input[n]]}, expected ['image']")
+        if [n for n in names if is_input[n]] != [input_name]:
+            raise BundleError(
+                f"{path}: engine inputs are {[n for n in names if is_input[n]]}, expected [{input_name!r}]"
+            )
+        self.input_name = input_name
         self.output_names = [n for n in names if not is_input[n]]
         self.output_shapes = {n: list(self.engine.get_tensor_shape(n)) for n in self.output_names}
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device address, bytes)
@@ -205,10 +209,10 @@ class TrtRunner:  # pragma: no cover - needs TensorRT and an NVIDIA GPU (tests/t
         """Copy in, execute, copy out, on one stream."""
         batch = np.ascontiguousarray(batch, np.float32)
         with self.cuda.scope():
-            self.context.set_input_shape("image", tuple(batch.shape))
-            inp = self._buffer("image", batch.nbytes)
+            self.context.set_input_shape(self.input_name, tuple(batch.shape))
+            inp = self._buffer(self.input_name, batch.nbytes)
             self.cuda.copy_in(inp, batch)
-            self.context.set_tensor_address("image", inp)
+            self.context.set_tensor_address(self.input_name, inp)
             outs = []
             for name in self.output_names:
                 dtype = np.float16 if self.engine.get_tensor_dtype(name) == self.trt.float16 else np.float32

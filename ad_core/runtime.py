@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "bf16")
-BANK_SEARCHES = ("auto", "cells", "faiss", "torch")
+BANK_SEARCHES = ("auto", "cells", "faiss", "torch", "engine")  # PatchCore's (its head says what each does)
 ENGINE_SUFFIXES = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt", ".pth": "torch"}
 
 
@@ -267,9 +267,9 @@ def _runtime_arrays(meta: dict, folder: Path, override: str | Path | None) -> tu
         raise BundleError(f"{path}: not a readable .npz ({exc})") from exc
 
 
-def _head_for(meta: dict, folder: Path, override: str | Path | None, bank_search: str) -> Any:
+def _head_for(meta: dict, folder: Path, override: str | Path | None, bank_search: str, backend: str) -> Any:
     arrays, path = _runtime_arrays(meta, folder, override)
-    return get_spec(meta["model"]).head_class.open(meta, arrays, path or folder, bank_search)
+    return get_spec(meta["model"]).head_class.open(meta, arrays, path or folder, bank_search, folder, backend)
 
 
 def open_scorer(
@@ -303,7 +303,8 @@ def open_scorer(
             reduced precision is chosen when the engine is built (``convtrt --fp16``).
         bank_search: PatchCore's memory-bank search: ``"auto"`` (FAISS's GPU index where FAISS sees a
             GPU, else the pruned exact ``CellIndex``), ``"cells"``, ``"faiss"`` (``IndexFlatL2``) or
-            ``"torch"`` (the bank on the GPU through torch). All return the same neighbours; see
+            ``"torch"`` (the bank on the GPU through torch) or ``"engine"`` (the search graph convtrt wrote
+            beside an engine; ``auto`` picks it where the graph runs on TensorRT). All return the same neighbours; see
             :class:`ad_core.models.patchcore.head.PatchcoreHead`.
         spinning: whether ONNX Runtime's idle worker threads busy-wait for the next operator. Default:
             yes for full scoring graphs when the process does nothing else (15-22 % faster), no for
@@ -353,7 +354,7 @@ def open_scorer(
     if planned and sha256(path) != engine_info["plan_sha256"]:
         raise BundleError(f"{path} is not the engine {where} was written with (sha256 differs)")
     folder = where.parent if where.name == "meta.json" else path.parent
-    head = _head_for(meta, folder, memory_bank, bank_search)
+    head = _head_for(meta, folder, memory_bank, bank_search, kind)
     # a graph followed by a search must not spin: the spinning threads would fight the search for the cores
     runner = _runner(
         kind, data, path, precision, spinning=not head.uses_arrays if spinning is None else spinning, device=device
@@ -415,10 +416,11 @@ def _from_bundle(
         bundle.model.to(device or "auto")
         bank_search = _beside_the_graph(bundle.model, bank_search)
     if memory_bank is not None:
-        head = _head_for(meta, bundle.path, memory_bank, bank_search)
+        head = _head_for(meta, bundle.path, memory_bank, bank_search, backend)
     else:
         arrays = bundle.model.artifacts() if head_cls.uses_arrays else None
-        head = head_cls.open(meta, arrays, bundle.path / (bundle.model.artifact_file or ""), bank_search)
+        source = bundle.path / (bundle.model.artifact_file or "")
+        head = head_cls.open(meta, arrays, source, bank_search, bundle.path, backend)
     if backend == "torch":
         return Scorer(meta, TorchRunner(bundle.model), head, bundle.path, bundle)
     if backend == "tensorrt":

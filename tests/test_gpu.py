@@ -5,7 +5,8 @@
 * the torch scorer on CUDA (``--backend torch --device cuda``) gives ONNX Runtime's CPU scores, with
   PatchCore's bank searched on the GPU;
 * PaDiM's statistics and PatchCore's bank fitted on CUDA are the CPU's;
-* TensorRT fp32 engines match ONNX Runtime to 1e-3, fp16 ones to 1e-2;
+* TensorRT fp32 engines match ONNX Runtime to 1e-3, fp16 ones to 1e-2 (PatchCore's bank searched by
+  its ``search.plan`` on the GPU);
 * FAISS's GPU index returns the CPU search's neighbours;
 * a ``.plan`` is opened and scored in a fresh process that never imports torch.
 
@@ -58,6 +59,8 @@ def test_tensorrt_engine_matches_onnx(model, fp16, trained, images, tmp_path):
     onnx_out = open_scorer(result.onnx)(images)
     trt_scorer = open_scorer(result.plan)
     assert trt_scorer.backend == "tensorrt"
+    if model == "patchcore":  # the bank searched by search.plan (fp32 whatever the model engine's precision)
+        assert trt_scorer.search.engine == "engine-tensorrt" and (result.onnx.parent / "search.plan").is_file()
     trt_out = trt_scorer(images)
     rtol = FP16_RTOL if fp16 else FP32_RTOL
     np.testing.assert_allclose(trt_out.raw_score, onnx_out.raw_score, rtol=rtol)

@@ -11,6 +11,8 @@ from ad_core.data.layout import resolve_category
 from ad_core.errors import BundleError
 from ad_core.models.patchcore.head import PatchcoreHead
 from ad_core.models.patchcore.knn import CellIndex, TorchIndex
+from ad_core.models.patchcore.search_graph import GraphIndex, search_graph_bytes
+from ad_core.runners import OrtRunner
 from ad_core.runtime import open_scorer
 
 
@@ -142,6 +144,29 @@ def test_the_head_on_the_banks_device_scores_as_the_numpy_head(num_neighbors, wh
         on_device([torch.zeros(1, 5, 8, 8)], 64)
 
 
+def test_the_search_graph_is_exact_and_takes_its_queries_in_parts():
+    """convtrt's search.onnx (TensorRT builds search.plan from it), run here by ONNX Runtime: the same
+    neighbours and distances as float64, next to bank rows too, for queries split into parts."""
+    bank = clustered(3000, 152, seed=3) * 10
+    queries = near_and_far(bank, 500, 40)
+    queries[::50] = bank[:11] + np.float32(0.01)
+    graph = search_graph_bytes(bank, 9)
+    index = GraphIndex(OrtRunner(graph), 3000, 152, 9, max_queries=128)  # five calls
+    assert index.runner.input_name == "queries"
+    d9, i9 = index.search(queries, 9)
+    assert_exact(queries, bank, 9, d9, i9)
+    d1, i1 = index.search(queries, 1)  # the same graph, its nearest column
+    np.testing.assert_array_equal(d1[:, 0], d9[:, 0])
+    np.testing.assert_array_equal(i1[:, 0], i9[:, 0])
+    d2, idx = index.search(queries[::50], 1)
+    np.testing.assert_allclose(d2[:, 0], brute_force(queries[::50], bank, 1)[0][:, 0], rtol=1e-5)
+    assert (idx[:, 0] == np.arange(11)).all() and idx.dtype == np.int64
+    with pytest.raises(ValueError, match="returns at most 9 neighbours"):
+        index.search(queries, 10)
+    with pytest.raises(ValueError, match="width 152"):
+        index.search(np.zeros((3, 5), np.float32))
+
+
 def test_probe_share_tells_a_prunable_bank_from_one_that_is_not():
     """What PatchCore's ``whiten_mode`` auto reads: the share of the bank the pruned scan computes."""
     bank = clustered(3000, 152, seed=0)
@@ -219,3 +244,46 @@ def test_patchcore_scores_with_cells_match_faiss(trained, sample_root):
     ref = brute_force(flat_q, cells.search.bank, 1)[0][:, 0]
     got = cells.search.index.search(flat_q, 1)[0][:, 0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_an_engine_folder_searches_its_bank_with_its_search_graph(trained, sample_root, tmp_path):
+    """convtrt writes search.onnx beside PatchCore's engine; ``bank_search="engine"`` runs it (ONNX Runtime
+    here, search.plan on TensorRT, which ``auto`` picks there) and scores as the CPU's search. A graph that
+    holds another bank, or whose file changed, is refused."""
+    import json
+    import shutil
+
+    from ad_core.convert import convtrt
+    from ad_core.fileio import load_npz, save_npz_atomic
+
+    out = convtrt("patchcore", None, trained("patchcore"), tmp_path / "engine").onnx.parent
+    meta = json.loads((out / "meta.json").read_text())
+    info = meta["engine"]
+    assert info["search_onnx"] == "search.onnx" and "search.onnx" in meta["sha256"]
+    bank = load_npz(out / "memory_bank.npz")
+    assert info["search_rows"] == len(bank["memory_bank"]) and info["search_k"] == 9
+    images = [read_image(s.path) for s in resolve_category(sample_root, "Sample_brick").test]
+    default, on_graph = open_scorer(out), open_scorer(out, bank_search="engine")
+    assert (default.search.engine, on_graph.search.engine) == ("cells", "engine-onnxruntime")
+    a, b = default(images), on_graph(images)
+    np.testing.assert_allclose(b.raw_score, a.raw_score, rtol=1e-5)
+    np.testing.assert_allclose(b.raw_map, a.raw_map, rtol=1e-5, atol=1e-5 * np.abs(a.raw_map).max())
+    # what auto does where the model graph runs on TensorRT (the plan would be taken; without one, search.onnx)
+    head = PatchcoreHead.open(meta, bank, out / "memory_bank.npz", "auto", out, backend="tensorrt")
+    assert head.engine == "engine-onnxruntime"
+    assert PatchcoreHead.open(meta, bank, out / "memory_bank.npz", "auto", out, "onnxruntime").engine == "cells"
+
+    other = tmp_path / "other_bank.npz"  # a --memory_bank from elsewhere: the graph holds another bank
+    save_npz_atomic(other, {**bank, "memory_bank": bank["memory_bank"][::-1].copy()})
+    with pytest.raises(BundleError, match="searches another memory bank"):
+        open_scorer(out / "model.onnx", memory_bank=other, bank_search="engine")
+    with pytest.warns(UserWarning, match="searching the bank on the CPU instead"):
+        fallback = PatchcoreHead.open(meta, load_npz(other), other, "auto", out, backend="tensorrt")
+    assert fallback.engine == "cells"
+    changed = tmp_path / "changed"
+    shutil.copytree(out, changed)
+    (changed / "search.onnx").write_bytes((out / "search.onnx").read_bytes()[:-8])
+    with pytest.raises(BundleError, match="does not match the sha256"):
+        open_scorer(changed, bank_search="engine")
+    with pytest.raises(BundleError, match="bank search 'engine' runs the search graph"):
+        open_scorer(trained("patchcore"), bank_search="engine")  # a run directory has none

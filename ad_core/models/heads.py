@@ -6,8 +6,9 @@ OpenVINO, TensorRT once deployed), so there is one scoring path. Heads import no
 
 Interface (duck-typed; PatchCore's :class:`ad_core.models.patchcore.head.PatchcoreHead` is the other one):
 
-* ``open(meta, arrays, source, bank_search)``: build from meta.json and the bundle's arrays
-  (``arrays`` is None where the spec keeps its arrays in the graph or has none);
+* ``open(meta, arrays, source, bank_search, folder, backend)``: build from meta.json and the bundle's
+  arrays (``arrays`` is None where the spec keeps its arrays in the graph or has none), knowing the
+  folder of the bundle or engine and the backend that runs its graph;
 * ``check(output_shapes, source)``: refuse a graph whose outputs do not fit;
 * ``head(outputs, image_size) -> (scores, maps)``; ``timings`` holds its stages of the last call (ms).
 """
@@ -30,7 +31,13 @@ class ScoreHead:
 
     @classmethod
     def open(
-        cls, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None, source: str | Path, bank_search: str = "auto"
+        cls,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray] | None,
+        source: str | Path,
+        bank_search: str = "auto",
+        folder: str | Path | None = None,
+        backend: str | None = None,
     ) -> ScoreHead:
         """No state: the whole score is in the graph."""
         return cls()

@@ -10,7 +10,10 @@ and otherwise :class:`ad_core.models.patchcore.knn.CellIndex`, an exact search t
 rows the triangle inequality rules out and hands calls where that does not pay to FAISS (same
 neighbours as brute force); ``"cells"`` forces that one; ``"faiss"`` forces FAISS's ``IndexFlatL2``
 (GPU index when possible); ``"torch"`` keeps the bank on a torch device (the GPU where there is one,
-or ``"torch:cuda:1"``) and searches there (:class:`ad_core.models.patchcore.knn.TorchIndex`). The
+or ``"torch:cuda:1"``) and searches there (:class:`ad_core.models.patchcore.knn.TorchIndex`);
+``"engine"`` runs the search graph ``convtrt`` writes beside an engine (``search.plan`` with TensorRT,
+else ``search.onnx`` with ONNX Runtime; :mod:`ad_core.models.patchcore.search_graph`), which ``auto``
+picks where the model's graph runs on TensorRT: a Jetson searches on its GPU, without FAISS. The
 torch scorer of a model on a GPU uses that one (:meth:`ad_core.runtime.Scorer.for_model`) and then
 takes the graph's embeddings as they are, on that device (``takes_tensors``): whitening, search,
 re-weighting and the map's resize and blur run there, and only the scores and the map come to the host
@@ -30,7 +33,7 @@ from ad_core.errors import BundleError
 from ad_core.filters import nearest_resize_blur
 from ad_core.graph_io import EMBEDDING_OUTPUT
 
-BANK_SEARCHES = ("auto", "cells", "faiss", "torch")
+BANK_SEARCHES = ("auto", "cells", "faiss", "torch", "engine")
 
 
 @functools.cache
@@ -53,6 +56,7 @@ class PatchcoreHead:
         source: str | Path = "memory_bank.npz",
         engine: str = "auto",
         whitening: np.ndarray | None = None,
+        index: Any = None,
     ) -> None:
         engine, _, torch_device = engine.partition(":")
         if engine not in BANK_SEARCHES:
@@ -75,6 +79,15 @@ class PatchcoreHead:
         self.on_gpu = False
         self.takes_tensors = False  # True: __call__ is handed the torch graph's output on the bank's device
         self.timings: dict[str, float] = {"bank_search": 0.0}
+        if index is not None:  # the search graph beside an engine (GraphIndex), opened by ``open``
+            self.index, self.engine = index, f"engine-{index.runner.backend}"
+            self.on_gpu = index.runner.backend == "tensorrt"
+            return
+        if engine == "engine":
+            raise BundleError(
+                f"{source}: bank search 'engine' runs the search graph that `ad-core convtrt` writes beside an engine "
+                f"(search.onnx, search.plan); open the engine folder, or choose one of auto, cells, faiss, torch"
+            )
         if engine == "torch":
             import torch
 
@@ -108,16 +121,40 @@ class PatchcoreHead:
 
     @classmethod
     def open(
-        cls, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None, source: str | Path, bank_search: str = "auto"
+        cls,
+        meta: dict[str, Any],
+        arrays: dict[str, np.ndarray] | None,
+        source: str | Path,
+        bank_search: str = "auto",
+        folder: str | Path | None = None,
+        backend: str | None = None,
     ) -> PatchcoreHead:
-        """The head for a bundle: its ``memory_bank`` (and ``whitening``) arrays and meta.json's ``num_neighbors``."""
+        """The head for a bundle: its ``memory_bank`` (and ``whitening``) arrays and meta.json's ``num_neighbors``.
+
+        ``folder`` and ``backend``: where the bundle's files are and what runs its graph. An engine
+        folder's search graph is used for ``bank_search`` ``"engine"``, and for ``"auto"`` where the
+        graph runs on TensorRT.
+        """
         if arrays is None:
             raise BundleError(f"{source}: PatchCore needs its memory_bank.npz (-m / --memory_bank)")
         if "memory_bank" not in arrays:
             raise BundleError(f"{source}: no array named 'memory_bank' inside")
-        return cls(
-            arrays["memory_bank"], int(meta.get("num_neighbors", 9)), source, bank_search, arrays.get("whitening")
-        )
+        bank, k = arrays["memory_bank"], int(meta.get("num_neighbors", 9))
+        index = None
+        wanted = bank_search == "engine" or (bank_search == "auto" and backend == "tensorrt")
+        if wanted and folder is not None and (meta.get("engine") or {}).get("search_onnx"):
+            index = _search_graph_index(meta, Path(folder), bank, backend, source, required=bank_search == "engine")
+        return cls(bank, k, source, bank_search, arrays.get("whitening"), index=index)
+
+    @staticmethod
+    def search_graph(arrays: dict[str, np.ndarray], meta: dict[str, Any], opset: int = 17) -> tuple[bytes, dict]:
+        """``convtrt``'s ``search.onnx`` for this bank, and what meta.json's ``engine`` records of it."""
+        from ad_core.models.patchcore.search_graph import search_graph_bytes
+
+        bank = np.ascontiguousarray(arrays["memory_bank"], np.float32)
+        k = max(1, min(int(meta.get("num_neighbors", 9)), len(bank)))
+        info = {"search_k": k, "search_rows": int(bank.shape[0]), "search_width": int(bank.shape[1])}
+        return search_graph_bytes(bank, k, opset), {**info, "search_bank_digest": bank_digest(bank)}
 
     @property
     def width(self) -> int:
@@ -212,3 +249,63 @@ class PatchcoreHead:
             self.timings["bank_search"] = (time.perf_counter() - start) * 1000.0
             anomaly_map = resize_blur(patch_scores.reshape(b, 1, h, w), (image_size, image_size), 4.0, "nearest")
             return score.astype(np.float32), anomaly_map.cpu().numpy()
+
+
+def bank_digest(bank: np.ndarray) -> str:
+    """A short sha256 of the bank's float32 rows: ties a search graph to the bank it holds."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(bank, np.float32).tobytes()).hexdigest()[:16]
+
+
+def _search_graph_index(
+    meta: dict[str, Any], folder: Path, bank: np.ndarray, backend: str | None, source: str | Path, required: bool
+) -> Any:
+    """The engine folder's search graph as an index: ``search.plan`` beside a TensorRT graph, else ``search.onnx``.
+
+    Checked before use: the file's sha256 against meta.json, the bank it holds against ``bank`` (a
+    ``--memory_bank`` from elsewhere), and a search for a few of the bank's own rows, which must find
+    them. Where ``auto`` chose it, a failed check falls back to the CPU's search with a warning;
+    ``required`` (``bank_search="engine"``) raises instead.
+    """
+    import warnings
+
+    from ad_core.fileio import sha256
+    from ad_core.models.patchcore.search_graph import SEARCH_INPUT, SEARCH_OUTPUTS, GraphIndex
+
+    info = meta["engine"]
+    name = info.get("search_plan") if backend == "tensorrt" and info.get("search_plan") else info["search_onnx"]
+    path = folder / name
+    try:
+        if not path.is_file():
+            raise BundleError(f"{path}: the search graph meta.json names is missing; re-run `ad-core convtrt`")
+        expected = (meta.get("sha256") or {}).get(name)
+        if expected and sha256(path) != expected:
+            raise BundleError(f"{path} does not match the sha256 in meta.json: it belongs to another export")
+        if info.get("search_bank_digest") != bank_digest(bank):
+            raise BundleError(
+                f"{path} searches another memory bank than {source} (a --memory_bank from elsewhere, or a retrain "
+                f"since the export): re-run `ad-core convtrt` for this bank"
+            )
+        data = path.read_bytes()
+        if name.endswith(".plan"):
+            from ad_core.runners import TrtRunner
+
+            runner, limit = TrtRunner(data, path, input_name=SEARCH_INPUT), int(info.get("search_max_queries", 0))
+        else:
+            from ad_core.runners import OrtRunner
+
+            runner, limit = OrtRunner(data), 0
+        if runner.output_names != list(SEARCH_OUTPUTS):
+            raise BundleError(f"{path}: outputs {runner.output_names}, a search graph outputs {list(SEARCH_OUTPUTS)}")
+        index = GraphIndex(runner, int(info["search_rows"]), int(info["search_width"]), int(info["search_k"]), limit)
+        probe = np.ascontiguousarray(bank[:: max(1, len(bank) // 8)][:8], np.float32)
+        d2, _ = index.search(probe, 1)
+        if not np.all(d2[:, 0] <= 1e-4 * np.maximum((probe.astype(np.float64) ** 2).sum(1), 1e-12)):
+            raise BundleError(f"{path}: the search graph does not find the bank's own rows (distances {d2[:, 0]})")
+        return index
+    except BundleError as exc:
+        if required:
+            raise
+        warnings.warn(f"{exc}; searching the bank on the CPU instead", stacklevel=3)
+        return None
