@@ -212,10 +212,11 @@ def convtrt(
         write_bytes_atomic(stage.path / "model.onnx", graph)
         digests = {"model.onnx": sha256(stage.path / "model.onnx")}
         engine["onnx_sha256"] = digests["model.onnx"]
+        engine.update(search_info)  # search_skipped says why where there is no search graph
         if search_graph is not None:
             write_bytes_atomic(stage.path / "search.onnx", search_graph)
             digests["search.onnx"] = sha256(stage.path / "search.onnx")
-            engine.update(search_onnx="search.onnx", search_plan=None, **search_info)
+            engine.update(search_onnx="search.onnx", search_plan=None)
         if ok:  # pragma: no cover - GPU only
             import tensorrt as trt
 
@@ -244,6 +245,8 @@ def convtrt(
             message = f"wrote {out / 'model.onnx'}; no TensorRT engine: {why}. The ONNX file runs with ONNX Runtime."
         if search_graph is not None:
             message += f" PatchCore's bank search: {', '.join(n for n in digests if n.startswith('search.'))}."
+        elif search_info.get("search_skipped"):
+            message += f" No search graph ({search_info['search_skipped']}): the bank is searched on the CPU."
         meta = {**_engine_meta(bundle, weights_file, engine), "sha256": digests}
         write_bundle(bundle.model, stage.path, meta)
     plan_path = out / "model.plan" if ok else None

@@ -287,3 +287,17 @@ def test_an_engine_folder_searches_its_bank_with_its_search_graph(trained, sampl
         open_scorer(changed, bank_search="engine")
     with pytest.raises(BundleError, match="bank search 'engine' runs the search graph"):
         open_scorer(trained("patchcore"), bank_search="engine")  # a run directory has none
+
+
+def test_a_bank_too_large_for_one_graph_is_searched_on_the_cpu(trained, tmp_path, monkeypatch):
+    from ad_core.convert import convtrt
+    from ad_core.models.patchcore import search_graph
+
+    monkeypatch.setattr(search_graph, "MAX_BANK_BYTES", 1000)  # as for a bank past ONNX's 2 GB
+    result = convtrt("patchcore", None, trained("patchcore"), tmp_path / "engine")
+    assert "No search graph (a bank of" in result.message and "searched on the CPU" in result.message
+    assert not (tmp_path / "engine" / "search.onnx").exists()
+    assert "too large" in open_scorer(tmp_path / "engine").meta["engine"]["search_skipped"]
+    assert open_scorer(tmp_path / "engine").search.engine == "cells"
+    with pytest.raises(BundleError, match="bank search 'engine' runs the search graph"):
+        open_scorer(tmp_path / "engine", bank_search="engine")

@@ -147,11 +147,18 @@ class PatchcoreHead:
         return cls(bank, k, source, bank_search, arrays.get("whitening"), index=index)
 
     @staticmethod
-    def search_graph(arrays: dict[str, np.ndarray], meta: dict[str, Any], opset: int = 17) -> tuple[bytes, dict]:
-        """``convtrt``'s ``search.onnx`` for this bank, and what meta.json's ``engine`` records of it."""
-        from ad_core.models.patchcore.search_graph import search_graph_bytes
+    def search_graph(arrays: dict[str, np.ndarray], meta: dict[str, Any], opset: int = 17) -> tuple[bytes | None, dict]:
+        """``convtrt``'s ``search.onnx`` for this bank, and what meta.json's ``engine`` records of it.
+
+        None (and why) for a bank the graph cannot hold: it keeps the bank twice (for the product and
+        for the direct distances), and an ONNX file ends at 2 GB.
+        """
+        from ad_core.models.patchcore.search_graph import MAX_BANK_BYTES, search_graph_bytes
 
         bank = np.ascontiguousarray(arrays["memory_bank"], np.float32)
+        if bank.nbytes > MAX_BANK_BYTES or len(bank) >= 2**24:
+            why = f"a bank of {bank.shape[0]} x {bank.shape[1]} is too large for one ONNX graph"
+            return None, {"search_onnx": None, "search_skipped": why}
         k = max(1, min(int(meta.get("num_neighbors", 9)), len(bank)))
         info = {"search_k": k, "search_rows": int(bank.shape[0]), "search_width": int(bank.shape[1])}
         return search_graph_bytes(bank, k, opset), {**info, "search_bank_digest": bank_digest(bank)}

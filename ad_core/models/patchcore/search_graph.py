@@ -26,6 +26,7 @@ import numpy as np
 SEARCH_INPUT = "queries"
 SEARCH_OUTPUTS = ("distances", "indices")
 SPARE = 8  # candidates beyond k re-ranked by their direct distance (TorchIndex's default)
+MAX_BANK_BYTES = 900 << 20  # the graph holds the bank twice; an ONNX protobuf ends at 2 GB
 
 
 def search_graph_bytes(bank: np.ndarray, k: int, opset: int = 17) -> bytes:
