@@ -227,10 +227,14 @@ def convtrt(
             if search_graph is not None:  # fp32 whatever the model engine's precision: distances need the digits
                 width, limit = search_info["search_width"], search_max_queries(search_info["search_rows"])
                 shapes = ("queries", (1, width), (min(1024, limit), width), (limit, width))
-                plan = build_engine(search_graph, size, False, workspace, False, profile_of=shapes)
-                write_bytes_atomic(stage.path / "search.plan", plan)
-                digests["search.plan"] = sha256(stage.path / "search.plan")
-                engine.update(search_plan="search.plan", search_max_queries=limit)
+                try:
+                    plan = build_engine(search_graph, size, False, workspace, False, profile_of=shapes)
+                except Exception as exc:  # the model's engine stands; its bank is then searched on the CPU
+                    engine["search_skipped"] = f"TensorRT could not build search.plan: {exc}"
+                else:
+                    write_bytes_atomic(stage.path / "search.plan", plan)
+                    digests["search.plan"] = sha256(stage.path / "search.plan")
+                    engine.update(search_plan="search.plan", search_max_queries=limit)
             engine.update(
                 plan="model.plan",
                 plan_sha256=digests["model.plan"],
@@ -245,8 +249,8 @@ def convtrt(
             message = f"wrote {out / 'model.onnx'}; no TensorRT engine: {why}. The ONNX file runs with ONNX Runtime."
         if search_graph is not None:
             message += f" PatchCore's bank search: {', '.join(n for n in digests if n.startswith('search.'))}."
-        elif search_info.get("search_skipped"):
-            message += f" No search graph ({search_info['search_skipped']}): the bank is searched on the CPU."
+        if engine.get("search_skipped"):
+            message += f" The bank will be searched on the CPU: {engine['search_skipped']}."
         meta = {**_engine_meta(bundle, weights_file, engine), "sha256": digests}
         write_bundle(bundle.model, stage.path, meta)
     plan_path = out / "model.plan" if ok else None
