@@ -97,6 +97,9 @@ def test_retrain_convert_retrain_from_the_engine_folder(deployed, tmp_path):
     assert converted.name == "model.onnx" and converted.parent.name.startswith("engine_")
     assert {"model.pth", "meta.json"} <= {p.name for p in converted.parent.iterdir()}
     score_and_compare(g, converted, "convert", tmp_path)
+    if g["model"] == "patchcore":  # the search graph for a GPU is written; ONNX Runtime searches on the CPU
+        assert (converted.parent / "search.onnx").is_file()
+        assert f"({g['model']}, onnxruntime, bank search cells, " in (g["root"] / "node.log").read_text()
 
     second = Path(call_job(g, "retrain")["model"])
     assert second != retrained and second.name.startswith("retrained_")

@@ -235,7 +235,10 @@ class InspectionNode(Node):
         self.model_version = "/".join(registered) if registered else model_version(scorer.meta)
         if self.capture is not None:
             self.capture.model, self.capture.model_version = str(target), self.model_version
-        message = f"model {self.model_version} at {target} ({scorer.model}, {scorer.backend}, {scorer.image_size} px)"
+        search = f", bank search {scorer.search.engine}" if scorer.search is not None else ""  # GPU or CPU: say which
+        message = (
+            f"model {self.model_version} at {target} ({scorer.model}, {scorer.backend}{search}, {scorer.image_size} px)"
+        )
         self.get_logger().info(("loaded " if initial else "swapped to ") + message)
         self._status(event="model", model=str(target), model_version=self.model_version, offline_note=note)
         return message + (f"; {note}" if note else "")
