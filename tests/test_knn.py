@@ -232,11 +232,15 @@ def test_patchcore_scores_with_cells_match_faiss(trained, sample_root):
     all_torch = open_scorer(run, backend="torch", bank_search="torch")
     assert all_torch.runner.keep_on_device and on_torch.runner.backend != "torch"
     a = cells(images)
+    # an image whose score is the threshold (a run tested elsewhere in the session may set it to a test
+    # image's score) may go either way on float rounding; every other decision must be the same
+    decided = np.abs(a.score - cells.image_threshold) > 1e-4
+    assert decided.mean() > 0.9
     for other in (flat, on_torch, all_torch):
         b = other(images)
         np.testing.assert_allclose(a.raw_score, b.raw_score, rtol=1e-4)
         np.testing.assert_allclose(a.raw_map, b.raw_map, rtol=1e-3, atol=1e-3 * np.abs(b.raw_map).max())
-        np.testing.assert_array_equal(a.is_anomaly, b.is_anomaly)
+        np.testing.assert_array_equal(a.is_anomaly[decided], b.is_anomaly[decided])
     # both against float64 brute force on the embeddings themselves
     batch = torch.stack([cells.preprocess(im) for im in images[:3]])
     emb = cells.runner(batch.numpy())[0]

@@ -311,7 +311,7 @@ def _search_graph_index(
         if not np.all(d2[:, 0] <= 1e-4 * np.maximum((probe.astype(np.float64) ** 2).sum(1), 1e-12)):
             raise BundleError(f"{path}: the search graph does not find the bank's own rows (distances {d2[:, 0]})")
         return index
-    except BundleError as exc:
+    except Exception as exc:  # auto on a Jetson: whatever went wrong, the CPU's search still scores the frames
         if required:
             raise
         warnings.warn(f"{exc}; searching the bank on the CPU instead", stacklevel=3)
