@@ -8,7 +8,9 @@ against its bank, one image per call as a camera delivers them, by:
   probe says pruning does not pay);
 * ``cells (pruned only)``: the same with the fallback off;
 * ``faiss``: FAISS's brute-force ``IndexFlatL2`` (what the runtime used before; OpenMP threads);
-* ``anomalib``: anomalib's ``PatchcoreModel.nearest_neighbors`` (torch matrix product and ``min``).
+* ``anomalib``: anomalib's ``PatchcoreModel.nearest_neighbors`` (torch matrix product and ``min``);
+* ``search graph``: convtrt's ``search.onnx`` (the bank a constant; what ``search.plan`` runs on a
+  Jetson's GPU), run here by ONNX Runtime on the CPU: its exactness on a real bank, and its CPU cost.
 
 Where the trained bank is whitened (``whiten_mode`` auto chose it: the sample brick), the queries are
 whitened too, and two more paths time the head's sequence, the whitening product then the auto
@@ -92,11 +94,16 @@ def bench_data(name: str, root: Path, category: str, test: list[Path], models: P
             d, i = anomalib.nearest_neighbors(torch.from_numpy(q), 1)
         return (d**2).numpy()[:, None], i.numpy()[:, None]
 
+    from ad_core.models.patchcore.search_graph import GraphIndex, search_graph_bytes
+    from ad_core.runners import OrtRunner
+
+    graph = GraphIndex(OrtRunner(search_graph_bytes(bank, 9)), *bank.shape, 9)
     paths = {
         "cells_auto": lambda q: auto.search(q, 1),
         "cells_pruned_only": lambda q: pruned.search(q, 1),
         "faiss": lambda q: flat.search(q, 1),
         "anomalib": anomalib_search,
+        "search_graph_ort": lambda q: graph.search(q, 1),
     }
     timed = dict(paths)
     if w is not None:
@@ -154,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = [bench_data(*ds, Path(d) / "models", args.rounds) for ds in _datasets(Path(d))]
     print(f"\nbank search per image (1,024 patches at 256 px), median ms, {os.cpu_count()} CPU threads")
     print(f"{'data':<14}{'bank':>12}{'cells auto':>12}{'pruned only':>13}{'faiss':>9}{'anomalib':>10}"
-          f"{'faiss/auto':>12}{'anomalib/auto':>15}{'computed':>10}")  # fmt: skip
+          f"{'graph ORT':>11}{'faiss/auto':>12}{'anomalib/auto':>15}{'computed':>10}")  # fmt: skip
     for r in rows:
         t = r["ms_median"]
         print(
             f"{r['data']:<14}{'x'.join(map(str, r['bank'])):>12}{t['cells_auto']:>12.2f}{t['cells_pruned_only']:>13.2f}"
-            f"{t['faiss']:>9.2f}{t['anomalib']:>10.2f}{t['faiss'] / t['cells_auto']:>11.2f}x"
+            f"{t['faiss']:>9.2f}{t['anomalib']:>10.2f}{t['search_graph_ort']:>11.2f}{t['faiss'] / t['cells_auto']:>11.2f}x"
             f"{t['anomalib'] / t['cells_auto']:>14.2f}x{r['computed_share_median']:>10.1%}"
         )
         if r["whitened"]:
