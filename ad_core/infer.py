@@ -44,6 +44,7 @@ class InferReport:
     raw_threshold: float = 0.0
     norm_threshold: float = 0.5
     threshold_source: str = ""
+    bank_search: str = ""  # PatchCore's: cells, faiss, engine-tensorrt (the Jetson's GPU) ...
 
     @property
     def latencies(self) -> np.ndarray:
@@ -55,7 +56,8 @@ class InferReport:
         n = len(self.rows)
         bad = sum(r["decision"] == "anomaly" for r in self.rows)
         lines = [
-            f"{self.model} on {self.backend}: {n} images scored, {bad} anomalous, {len(self.skipped)} skipped",
+            f"{self.model} on {self.backend}{f', bank search {self.bank_search}' if self.bank_search else ''}: "
+            f"{n} images scored, {bad} anomalous, {len(self.skipped)} skipped",
             f"threshold in force: raw {self.raw_threshold:.6g} = normalised {self.norm_threshold:.4f} "
             f"({self.threshold_source})",
         ]
@@ -138,6 +140,7 @@ def infer(
     backend_name = scorer.backend if precision == "fp32" else f"{scorer.backend} ({precision})"
     report = InferReport(model, backend_name, Path(out) if out else Path(f"result_{model}.csv"))
     report.raw_threshold, report.norm_threshold, report.threshold_source = raw_thr, norm_thr, source
+    report.bank_search = scorer.search.engine if scorer.search is not None else ""
     warmed = False
     for path in tqdm(paths, desc=f"{model} inference", disable=not progress, leave=False):
         try:

@@ -119,6 +119,9 @@ def test_train_retrain_convtrt_infer(model, trained, new_root, tmp_path, capsys,
     for sub in ("normal", "anomaly"):
         out = _run(["infer", model, "-e", engine / "model.onnx", "-d", new_root / "test/Sample_brick" / sub], capsys)
         assert "threshold in force: raw" in out and "normalised, meta.json" in out
+        assert (
+            f"{model} on onnxruntime, bank search cells: " if model == "patchcore" else f"{model} on onnxruntime: "
+        ) in out
         rows += _read_csv(tmp_path / f"result_{model}.csv")
     assert [Path(r["file"]).name for r in rows] == [s.path.name for s in data.test]
     assert all(float(r["latency_ms"]) > 0 for r in rows)
