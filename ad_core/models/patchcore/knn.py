@@ -193,11 +193,16 @@ def checked_bank(bank: np.ndarray) -> np.ndarray:
 def checked_queries(queries: np.ndarray, k: int, ntotal: int, d: int) -> np.ndarray:
     """The queries as contiguous float32 ``(n, d)``, refused with the shapes when they or ``k`` do not fit the bank."""
     q = np.ascontiguousarray(queries, np.float32)
-    if q.ndim != 2 or q.shape[1] != d:
-        raise ValueError(f"queries of shape {q.shape} do not match a bank of width {d}")
+    check_query_shape(q.shape, k, ntotal, d)
+    return q
+
+
+def check_query_shape(shape: tuple, k: int, ntotal: int, d: int) -> None:
+    """Refuse queries of ``shape`` that are not ``(n, d)``, or a ``k`` outside ``1..ntotal``, with the shapes."""
+    if len(shape) != 2 or shape[1] != d:
+        raise ValueError(f"queries of shape {tuple(shape)} do not match a bank of width {d}")
     if not 1 <= k <= ntotal:
         raise ValueError(f"k must be between 1 and the bank size {ntotal}, got {k}")
-    return q
 
 
 class CellIndex:
@@ -353,10 +358,7 @@ class TorchIndex:
 
         from ad_core.runners import ieee_fp32
 
-        if queries.ndim != 2 or queries.shape[1] != self.d:
-            raise ValueError(f"queries of shape {tuple(queries.shape)} do not match a bank of width {self.d}")
-        if not 1 <= k <= self.ntotal:
-            raise ValueError(f"k must be between 1 and the bank size {self.ntotal}, got {k}")
+        check_query_shape(tuple(queries.shape), k, self.ntotal, self.d)
         q = queries.to(self.device, torch.float32)
         wide = min(self.ntotal, k + self.spare)
         out_d, out_i = [], []
