@@ -199,6 +199,33 @@ def test_interrupted_study_resumes_without_losing_trials(sample_root, tmp_path):
     assert sum(",complete," in r for r in rows) == 8
 
 
+def test_a_study_is_claimed_whole_or_not_at_all():
+    """A second worker reads the study's identity while the first writes it: "model" (the claim's mark)
+    comes last, so once it is there, so is the rest (the race failed the test below once in three full-suite runs)."""
+    from ad_core.tune.study import TuneError, _claim_study
+
+    study = optuna.create_study()
+    written = []
+    setter = study.set_user_attr
+
+    def record(key, value):
+        written.append(key)
+        if key != "model":  # halfway: what another worker sees now must not look like another study's claim
+            study.set_user_attr = setter  # that worker writes without being watched
+            _claim_study(study, identity, "shared")
+            study.set_user_attr = record
+        setter(key, value)
+
+    study.set_user_attr = record
+    identity = {"model": "padim", "category": "C", "metric": "image_auroc", "search_space": {"n_features": 64}}
+    _claim_study(study, identity, "shared")
+    assert written[-1] == "model" and set(written) >= set(identity)
+    assert {k: study.user_attrs[k] for k in identity} == identity
+    _claim_study(study, identity, "shared")  # resumed with the same settings
+    with pytest.raises(TuneError, match="another search space"):
+        _claim_study(study, {**identity, "search_space": {"n_features": 32}}, "shared")
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_two_workers_share_one_study(sample_root, tmp_path, kind):
     storage = f"sqlite:///{tmp_path / 'shared.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'shared.log'}"

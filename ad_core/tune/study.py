@@ -309,7 +309,9 @@ def _claim_study(study, identity: dict[str, Any], name: str) -> None:
     """Record what the study tunes; refuse to continue it with another model, category or space."""
     attrs = study.user_attrs
     if "model" not in attrs:
-        for k, v in identity.items():
+        # "model" marks a claimed study, so it is written last: a second worker starting at the same
+        # moment sees either no claim (and writes the same values) or the whole identity, never a part
+        for k, v in sorted(identity.items(), key=lambda kv: kv[0] == "model"):
             study.set_user_attr(k, v)
         return
     for k, v in identity.items():
