@@ -120,7 +120,9 @@ def bench_data(name: str, root: Path, category: str, test: list[Path], models: P
     for _ in range(rounds):
         for q, r in zip(queries, raw, strict=True):
             for k, fn in timed.items():
-                time.sleep(0.02)  # the previous path's idle BLAS / OpenMP workers stop spinning first
+                # the previous path's idle BLAS / OpenMP workers stop spinning first: OpenBLAS's spin for
+                # up to 2^28 cycles (about 0.1 s) after a product on all its threads
+                time.sleep(0.3 if k == "cells_auto" else 0.02)
                 start = time.perf_counter()
                 fn(r if k.startswith("whiten") else q)
                 times[k].append((time.perf_counter() - start) * 1000)
