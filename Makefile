@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml ros2_ws/src/ad_inspect/setup.py
 	$(PY) -m pip install --quiet $(ROS_PYPI) || echo "ROS 2 packages unavailable from PyPI: the ROS node tests will skip"
 	$(PY) -m pip install --quiet --no-deps -e ros2_ws/src/ad_inspect
 	# editable installs skip the wheel's data files: link the prebuilt JupyterLab extension instead
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter labextension develop --overwrite . > /dev/null
+	# (with jupyter-builder where JupyterLab ships it: there `jupyter labextension develop` is deprecated)
+	if [ -x $(VENV)/bin/jupyter-builder ]; then LINK="$(VENV)/bin/jupyter-builder develop"; \
+	else LINK="$(VENV)/bin/jupyter labextension develop"; fi; \
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $$LINK --overwrite . > /dev/null
 	touch $(STAMP)
 
 demo: setup
