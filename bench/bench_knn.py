@@ -120,12 +120,12 @@ def bench_data(name: str, root: Path, category: str, test: list[Path], models: P
     for _ in range(rounds):
         for q, r in zip(queries, raw, strict=True):
             for k, fn in timed.items():
-                # the previous path's idle BLAS / OpenMP workers stop spinning first: OpenBLAS's spin for
-                # up to 2^28 cycles (about 0.1 s) after a product on all its threads
-                time.sleep(0.3 if k == "cells_auto" else 0.02)
+                time.sleep(0.02)  # the previous path's idle BLAS / OpenMP workers stop spinning first
                 start = time.perf_counter()
                 fn(r if k.startswith("whiten") else q)
                 times[k].append((time.perf_counter() - start) * 1000)
+                if k == "whiten_all_threads":  # OpenBLAS's workers spin up to 2^28 cycles (~0.1 s) after it
+                    time.sleep(0.3)
     errors = dict.fromkeys(paths, 0.0)
     b64 = bank.astype(np.float64)
     for q in queries[:: max(1, len(queries) // 4)]:
