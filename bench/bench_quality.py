@@ -18,7 +18,9 @@ test images, then prints image AUROC, pixel AUROC (where masks exist) and per-im
 
 Data (whatever is present): MVTec AD bottle (``../shared/data``), ELPV mono and poly (``pip install
 elpv-dataset``; imported with ``ad-core data elpv``; the cells rated 2/3 and 1/3 defective are scored
-against the same normal cells and reported as their own rows), the bundled sample textures.
+against the same normal cells and reported as their own rows), the bundled sample textures, and any
+set of your own with a labelled test split, named ``DATA_ROOT:CATEGORY`` (the seed layout or MVTec's,
+as ``ad-core train`` reads it; it counts as a real set in the goal line).
 Nothing here tunes on a test split: both sides run at fixed defaults.
 
 anomalib's results are cached in ``bench/results/quality_anomalib.json`` (they do not change while
@@ -26,7 +28,7 @@ our defaults are improved); ``--fresh`` recomputes them.
 
 Usage::
 
-    python bench/bench_quality.py [--sets bottle elpv_mono elpv_poly sample] [--models patchcore padim]
+    python bench/bench_quality.py [--sets bottle elpv_mono elpv_poly sample ROOT:CATEGORY] [--models patchcore padim]
                                   [--data_root /tmp/ad_quality_data] [--proxy]
 
 ``--proxy`` also reports how well the synthetic-anomaly proxy of ``ad-core select`` ranks a set of
@@ -88,8 +90,20 @@ def prepare_sets(names: list[str], data_root: Path) -> list[tuple[str, Path, str
 
             build_sample_dataset(data_root)
             out += [(f"sample {c.removeprefix('Sample_')}", data_root, c) for c in CATEGORIES]
+        elif ":" in name:  # a set of your own: DATA_ROOT:CATEGORY, seed or MVTec layout, labelled test split
+            from ad_core.data.layout import resolve_category
+            from ad_core.errors import DataError
+
+            root, category = name.rsplit(":", 1)
+            try:
+                resolve_category(root, category, require_test=True)
+            except DataError as exc:
+                raise SystemExit(f"--sets {name}: {exc}") from exc
+            out.append((category, Path(root), category))
         else:
-            raise SystemExit(f"unknown set {name!r}")
+            raise SystemExit(
+                f"unknown set {name!r}: give bottle, elpv_mono, elpv_poly, sample or DATA_ROOT:CATEGORY (a set of your own)"
+            )
     return out
 
 
