@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ad_core import evaluate, load_bundle, train
+from ad_core import evaluate, train
+from ad_core.convert import convtrt
 from ad_core.data.images import read_image
-from ad_core.export import export_onnx
 from ad_core.inspector import Inspector
 
 CAT = "Sample_brick"
@@ -60,13 +60,14 @@ def test_padim_on_gray_frames_of_every_size(gray_root, tmp_path):
         assert Image.open(pictures / f"{name}_overlay.png").size == size
         assert Image.open(pictures / f"{name}_mask.png").size == size
 
-    # the deployed path: an ONNX file with the run's meta.json, read by the Inspector as the node does
+    # the deployed path: the engine folder `convtrt` writes (as README deploys it), read by the Inspector as the node does
     with open(run / "test_result" / "predictions.csv") as fh:
         rows = {Path(r["file"]).name: float(r["raw_score"]) for r in csv.DictReader(fh)}
-    onnx = export_onnx(load_bundle(run), tmp_path / "model.onnx")
-    inspector = Inspector.open(onnx, meta_json=run / "pytorch" / "meta.json")
+    engine = convtrt("padim", None, run, tmp_path / "engine")
+    inspector = Inspector.open(engine.onnx)
     frame = read_image(root / "test" / "Gray" / "anomaly" / "002_hole.png")
-    assert frame.shape == (*sizes["test/anomaly/002_hole.png"][::-1], 3)  # grayscale read as three equal channels
+    assert frame.shape == (*sizes["test/anomaly/002_hole.png"][::-1], 3)
+    assert (frame == frame[:, :, :1]).all()  # grayscale read as three equal channels
     result = inspector(frame)
     assert result.raw_score == pytest.approx(rows["002_hole.png"], rel=1e-4)  # what evaluate recorded
     truth = read_image(root / "test" / "Gray" / "masks" / "002_hole.png").max(axis=2) > 0
