@@ -107,6 +107,12 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         for name, counts in import_elpv(args.data_root, args.source, args.test_fraction, args.seed).items():
             print(f"{name} in {args.data_root}: {counts}")
+    elif args.data_command == "magnetic-tile":
+        from ad_core.data.magnetic_tile import import_magnetic_tile
+
+        counts = import_magnetic_tile(args.source, args.data_root, args.test_fraction, args.seed, args.per_defect)
+        for name, n in counts.items():
+            print(f"{name} in {args.data_root}: {n}")
     elif args.data_command == "visa-download":
         from ad_core.data.visa import download_visa
 

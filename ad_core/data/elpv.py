@@ -18,17 +18,14 @@ are outside the seed layout and only scored where asked for (``bench/bench_quali
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
+from ad_core.data.importing import check_fraction, held_out, staged_category
+from ad_core.data.manifest import write_manifest
 from ad_core.errors import DataError
 
 TYPES = ("mono", "poly")
@@ -91,10 +88,7 @@ def _level(prob: float) -> str | None:
 def split_cells(cells: list[Cell], cell_type: str, test_fraction: float, seed: int) -> dict[str, list[Cell]]:
     """Folder name -> cells of one type; the held-out normals come from a seeded permutation of sorted names."""
     mine = sorted((c for c in cells if c.type == cell_type), key=lambda c: c.image)
-    normal = [c for c in mine if _level(c.probability) is None]
-    order = np.random.default_rng(seed).permutation(len(normal))
-    n_test = round(len(normal) * test_fraction)
-    held = {normal[i].image for i in order[:n_test]}
+    held = held_out([c.image for c in mine if _level(c.probability) is None], test_fraction, seed)
     out: dict[str, list[Cell]] = {"train": [], "normal": [], **{f: [] for f in LEVELS.values()}}
     for c in mine:
         level = _level(c.probability)
@@ -115,8 +109,7 @@ def import_elpv(
     Each category is assembled in a hidden folder under ``data_root`` and replaces an earlier import
     only when complete.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(f"test_fraction {test_fraction}: give a fraction of the normal cells between 0 and 1")
+    check_fraction(test_fraction, "normal cells")
     bad = [t for t in types if t not in TYPES]
     if bad:
         raise DataError(f"ELPV types {bad}: choose from {', '.join(TYPES)}")
@@ -128,8 +121,7 @@ def import_elpv(
     for cell_type in types:
         name = f"ELPV_{cell_type}"
         groups = split_cells(cells, cell_type, test_fraction, seed)
-        with tempfile.TemporaryDirectory(dir=root, prefix=f".{name}.partial-") as tmp:
-            t = Path(tmp)
+        with staged_category(root, name) as t:
             rows = []
             todo = [(folder, c) for folder, group in groups.items() for c in group]
             for folder, c in tqdm(todo, desc=name, disable=not progress, leave=False):
@@ -149,16 +141,6 @@ def import_elpv(
                     }
                 )
             (t / "test").mkdir(exist_ok=True)
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=["file", "split", "probability", "type", "source"])
-            writer.writeheader()
-            writer.writerows(rows)
-            (t / "test" / "manifest.csv").write_text(buf.getvalue())
-            for split in ("train", "test"):
-                final = root / split / name
-                if final.exists():
-                    shutil.rmtree(final)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(t / split, final)
+            write_manifest(t / "test", rows)
         counts[name] = {k: len(v) for k, v in groups.items()}
     return counts
