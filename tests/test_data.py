@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from ad_core.data.dataset import ImageDataset, check_num_workers, make_loader
 from ad_core.data.images import read_image, read_mask
-from ad_core.data.layout import resolve_category
+from ad_core.data.layout import available_categories, resolve_category
 from ad_core.data.sample import CATEGORIES, build_sample_dataset
 from ad_core.data.visa import download_visa, split_visa
 from ad_core.errors import ConfigError, DataError
@@ -103,6 +104,39 @@ def test_mvtec_layout_is_read_as_is(tmp_path):
         data = resolve_category(tmp_path, name, require_test=True)
         assert data.layout == "mvtec" and data.counts() == {"train": 3, "test_normal": 1, "test_anomaly": 1}
         assert data.has_masks and [s.defect for s in data.test] == ["crack", "good"]
+
+
+def test_btad_and_mvtec_ad_2_layouts_are_read_as_is(tmp_path):
+    img, full = np.zeros((16, 16, 3), np.uint8), np.full((16, 16), 255, np.uint8)
+    btad = tmp_path / "BTech" / "03"  # BTAD: ok / ko folders, .bmp images, .png masks of the same stem
+    for sub in ("train/ok", "test/ok", "test/ko", "ground_truth/ko"):
+        (btad / sub).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(img).save(btad / "train" / "ok" / f"{i:04d}.bmp")
+    Image.fromarray(img).save(btad / "test" / "ok" / "0100.bmp")
+    Image.fromarray(img).save(btad / "test" / "ko" / "0101.bmp")
+    Image.fromarray(full).save(btad / "ground_truth" / "ko" / "0101.png")
+    assert available_categories(tmp_path / "BTech") == ["03"]
+    data = resolve_category(tmp_path / "BTech", "03", require_test=True)
+    assert data.counts() == {"train": 2, "test_normal": 1, "test_anomaly": 1} and data.has_masks
+    assert [(s.path.name, s.defect) for s in data.test] == [("0101.bmp", "ko"), ("0100.bmp", "good")]
+
+    ad2 = tmp_path / "ad2" / "can"  # MVTec AD 2: the labelled test split is test_public/, its masks inside it
+    for sub in ("train/good", "validation/good", "test_public/good", "test_public/bad", "test_public/ground_truth/bad"):
+        (ad2 / sub).mkdir(parents=True)
+    (ad2 / "test_private").mkdir()
+    Image.fromarray(img).save(ad2 / "train" / "good" / "000_regular.png")
+    Image.fromarray(img).save(ad2 / "validation" / "good" / "001_regular.png")
+    Image.fromarray(img).save(ad2 / "test_private" / "000_regular.png")
+    Image.fromarray(img).save(ad2 / "test_public" / "good" / "000_regular.png")
+    Image.fromarray(img).save(ad2 / "test_public" / "bad" / "000_regular.png")
+    Image.fromarray(full).save(ad2 / "test_public" / "ground_truth" / "bad" / "000_regular_mask.png")
+    data = resolve_category(tmp_path / "ad2", "MVTec_can", require_test=True)
+    assert data.counts() == {"train": 1, "test_normal": 1, "test_anomaly": 1} and data.has_masks
+    assert [s.defect for s in data.test] == ["bad", "good"]
+    (ad2 / "test_public" / "bad" / "000_regular.png").unlink()
+    with pytest.raises(DataError, match=r"can/test_public needs both normal and anomalous"):
+        resolve_category(tmp_path / "ad2", "can", require_test=True)
 
 
 def test_missing_and_empty_categories(tmp_path):
@@ -217,3 +251,29 @@ def test_visa_download_offline_says_what_to_fetch(tmp_path):
     with pytest.raises(DataError, match=r"put it at .*VisA_20220922\.tar"):
         download_visa(tmp_path, url="http://127.0.0.1:9/VisA_20220922.tar")
     assert not list(tmp_path.glob("*.part")) and not (tmp_path / "VisA_20220922.tar").exists()
+
+
+def test_a_btad_shaped_set_trains_and_tests_from_the_command_line(sample_root, tmp_path, capsys):
+    """The bundled brick as BTAD stores a product (``ok`` / ``ko``, .bmp images, .png masks), through the CLI."""
+    from ad_core.cli import main
+
+    src, product = sample_root / "test" / "Sample_brick", tmp_path / "BTech" / "01"
+    for sub in ("train/ok", "test/ok", "test/ko", "ground_truth/ko"):
+        (product / sub).mkdir(parents=True)
+    for folder, dest in ((sample_root / "train" / "Sample_brick", "train/ok"), (src / "normal", "test/ok")):
+        for p in sorted(folder.glob("*.png")):
+            Image.open(p).save(product / dest / f"{p.stem}.bmp")
+    for p in sorted((src / "anomaly").glob("*.png")):
+        Image.open(p).save(product / "test" / "ko" / f"{p.stem}.bmp")
+        Image.open(src / "masks" / p.name).save(product / "ground_truth" / "ko" / p.name)
+    flags = ["--data_root", str(tmp_path / "BTech"), "--models_root", str(tmp_path / "models")]
+    rc = main(["train", "--model", "padim", "--category", "01", *flags, "--image_size", "96", "--test"])
+    assert rc == 0, capsys.readouterr().err
+    (run,) = (tmp_path / "models" / "PaDiM" / "01").iterdir()
+    metrics = json.loads((run / "test_result" / "metrics.json").read_text())
+    # masks found and scored, defects separated (measured 1.000 image, 0.980 pixel AUROC; a blind model: about 0.5)
+    assert metrics["pixel_auroc"] >= 0.8 and metrics["image_auroc"] >= 0.75, metrics
+    assert (
+        sorted(p.name for p in (run / "test_result" / "images" / "normal").glob("*_overlay.png"))[0]
+        == "000_overlay.png"
+    )

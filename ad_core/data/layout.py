@@ -10,7 +10,10 @@ Seed layout (seed 002, one ``<CATEGORY>`` is ``<dataset>_<category>``, e.g. ``Vi
 
 MVTec AD layout, read as it is: ``<data_root>/<category>/{train/good, test/<defect>,
 ground_truth/<defect>/<stem>_mask.png}``. ``--category bottle`` and ``--category MVTec_bottle``
-both find it.
+both find it. The sets that share its shape are read the same way: MPDD; BTAD, whose normal folders
+are ``ok`` (``train/ok``, ``test/ok``, ``test/ko``, ``ground_truth/ko/<stem>.png``); and MVTec AD 2,
+whose labelled test split is ``test_public/{good,bad}`` with ``test_public/ground_truth/bad/``
+(its ``validation/`` and unlabelled ``test_private*/`` folders are not read).
 """
 
 from __future__ import annotations
@@ -82,18 +85,33 @@ def _seed_layout(root: Path, category: str) -> CategoryData:
     return CategoryData(category, root, "seed", train_dir, train, samples)
 
 
+NORMAL_FOLDERS = ("good", "ok")  # MVTec AD, MPDD, MVTec AD 2: good; BTAD: ok
+TEST_FOLDERS = ("test", "test_public")  # MVTec AD 2's labelled test split is test_public/
+
+
+def _mvtec_train_dir(category_dir: Path) -> Path | None:
+    """``train/good`` (or BTAD's ``train/ok``) of an MVTec-shaped category folder, if it has one."""
+    return next((category_dir / "train" / n for n in NORMAL_FOLDERS if (category_dir / "train" / n).is_dir()), None)
+
+
+def _mvtec_test_dir(category_dir: Path) -> Path:
+    """``test/`` (or MVTec AD 2's ``test_public/``) of an MVTec-shaped category folder; ``test/`` if neither exists."""
+    return next((category_dir / n for n in TEST_FOLDERS if (category_dir / n).is_dir()), category_dir / "test")
+
+
 def _mvtec_layout(root: Path, name: str, category_dir: Path) -> CategoryData:
-    train_dir = category_dir / "train" / "good"
+    train_dir = _mvtec_train_dir(category_dir)
+    assert train_dir is not None
     train = list_images(train_dir)
     samples: list[Sample] = []
-    test_dir = category_dir / "test"
+    test_dir = _mvtec_test_dir(category_dir)
     if test_dir.is_dir():
-        for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
-            label = 0 if defect_dir.name == "good" else 1
-            gt_dir = category_dir / "ground_truth" / defect_dir.name
+        for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir() and p.name != "ground_truth"):
+            label = 0 if defect_dir.name in NORMAL_FOLDERS else 1
+            gt_dirs = [category_dir / "ground_truth" / defect_dir.name, test_dir / "ground_truth" / defect_dir.name]
             for path in list_images(defect_dir):
-                mask = _find_mask([gt_dir], path.stem) if label else None
-                samples.append(Sample(path, label, mask, defect_dir.name))
+                mask = _find_mask(gt_dirs, path.stem) if label else None
+                samples.append(Sample(path, label, mask, defect_dir.name if label else "good"))
     return CategoryData(name, root, "mvtec", train_dir, train, samples)
 
 
@@ -104,7 +122,7 @@ def available_categories(data_root: str | Path) -> list[str]:
     if (root / "train").is_dir():
         names.update(p.name for p in (root / "train").iterdir() if p.is_dir())
     if root.is_dir():
-        names.update(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
+        names.update(p.name for p in root.iterdir() if p.is_dir() and _mvtec_train_dir(p))
     return sorted(names)
 
 
@@ -120,25 +138,23 @@ def resolve_category(data_root: str | Path, category: str, require_test: bool = 
         raise DataError(f"data root {root} does not exist; expected a folder with train/<CATEGORY>/ in it")
     if (root / "train" / category).is_dir():
         data = _seed_layout(root, category)
-    elif (root / category / "train" / "good").is_dir():
+    elif _mvtec_train_dir(root / category):
         data = _mvtec_layout(root, category, root / category)
-    elif category.startswith("MVTec_") and (root / category[6:] / "train" / "good").is_dir():
+    elif category.startswith("MVTec_") and _mvtec_train_dir(root / category[6:]):
         data = _mvtec_layout(root, category, root / category[6:])
     else:
         found = available_categories(root)
         hint = f"; categories found there: {', '.join(found)}" if found else ""
         raise DataError(
             f"category {category!r} not found under {root}: expected {root / 'train' / category}/ "
-            f"(seed layout) or {root / category / 'train' / 'good'}/ (MVTec layout){hint}"
+            f"(seed layout) or {root / category / 'train' / 'good'}/ (MVTec layout; train/ok for BTAD){hint}"
         )
     if not data.train:
         raise DataError(f"{data.train_dir} has no images; expected normal training images (.png, .jpg, ...)")
     if require_test:
         counts = data.counts()
         if counts["test_normal"] == 0 or counts["test_anomaly"] == 0:
-            where = (
-                root / "test" / category if data.layout == "seed" else root / category.removeprefix("MVTec_") / "test"
-            )
+            where = root / "test" / category if data.layout == "seed" else _mvtec_test_dir(data.train_dir.parent.parent)
             raise DataError(
                 f"{where} needs both normal and anomalous test images to evaluate "
                 f"(found {counts['test_normal']} normal, {counts['test_anomaly']} anomalous)"
