@@ -113,6 +113,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         counts = import_magnetic_tile(args.source, args.data_root, args.test_fraction, args.seed, args.per_defect)
         for name, n in counts.items():
             print(f"{name} in {args.data_root}: {n}")
+    elif args.data_command == "kolektor":
+        from ad_core.data.kolektor import import_kolektor
+
+        for name, n in import_kolektor(args.source, args.data_root, args.test_fraction, args.seed).items():
+            print(f"{name} in {args.data_root}: {n}")
     elif args.data_command == "visa-download":
         from ad_core.data.visa import download_visa
 

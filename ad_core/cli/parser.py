@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, help="CSV path (default result_<model>.csv here)")
     _mlflow_flag(p, f"registry to fetch models:/ URIs from ({FETCHABLE} for -e)")
 
-    p = sub.add_parser("data", help="datasets: the bundled sample, VisA, ELPV, magnetic tiles, ROS 2 bags")
+    p = sub.add_parser("data", help="datasets: the bundled sample, VisA, ELPV, magnetic tiles, Kolektor, ROS 2 bags")
     dsub = p.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("sample", help="build the offline sample dataset (textures with synthetic defects)")
     d.add_argument("--data_root", default="data")
@@ -289,6 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--test_fraction", type=float, default=0.25, help="normal tiles held out for testing (0.25)")
     d.add_argument("--seed", type=int, default=0, help="seed of the held-out normals (default 0)")
     d.add_argument("--per_defect", action="store_true", help="also one category per defect kind (MT_Crack ...)")
+
+    d = dsub.add_parser(
+        "kolektor", help="KolektorSDD or KolektorSDD2 (a downloaded copy) into the seed layout as Kolektor_SDD(2)"
+    )
+    d.add_argument(
+        "--source", required=True, help="the KolektorSDD folder (kos01/ ...) or KolektorSDD2's (train/ test/)"
+    )
+    d.add_argument("--data_root", default="data")
+    d.add_argument(
+        "--test_fraction", type=float, default=0.25, help="KolektorSDD: normal images held out for testing (0.25)"
+    )
+    d.add_argument("--seed", type=int, default=0, help="KolektorSDD: seed of the held-out normals (default 0)")
 
     d = dsub.add_parser("from-bag", help="camera frames of a ROS 2 bag (.db3 / .mcap) into the seed layout")
     d.add_argument("bag", help="a rosbag2 folder, or a .mcap / .db3 file")

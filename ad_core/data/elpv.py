@@ -18,14 +18,10 @@ are outside the seed layout and only scored where asked for (``bench/bench_quali
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from ad_core.data.importing import check_fraction, held_out, staged_category
-from ad_core.data.manifest import write_manifest
+from ad_core.data.importing import Item, check_fraction, held_out, write_category
 from ad_core.errors import DataError
 
 TYPES = ("mono", "poly")
@@ -96,6 +92,10 @@ def split_cells(cells: list[Cell], cell_type: str, test_fraction: float, seed: i
     return out
 
 
+def _row(c: Cell) -> dict[str, str]:
+    return {"probability": f"{c.probability:.4f}", "type": c.type, "source": c.image}
+
+
 def import_elpv(
     data_root: str | Path = "data",
     source: str | Path | None = None,
@@ -121,26 +121,16 @@ def import_elpv(
     for cell_type in types:
         name = f"ELPV_{cell_type}"
         groups = split_cells(cells, cell_type, test_fraction, seed)
-        with staged_category(root, name) as t:
-            rows = []
-            todo = [(folder, c) for folder, group in groups.items() for c in group]
-            for folder, c in tqdm(todo, desc=name, disable=not progress, leave=False):
-                dest = t / "train" if folder == "train" else t / "test" / folder
-                dest.mkdir(parents=True, exist_ok=True)
-                file = src / c.image
-                if not file.is_file():
-                    raise DataError(f"{file} is listed in {src / 'labels.csv'} but missing")
-                shutil.copyfile(file, dest / Path(c.image).name)
-                rows.append(
-                    {
-                        "file": Path(c.image).name,
-                        "split": folder,
-                        "probability": f"{c.probability:.4f}",
-                        "type": c.type,
-                        "source": c.image,
-                    }
-                )
-            (t / "test").mkdir(exist_ok=True)
-            write_manifest(t / "test", rows)
+        items = [
+            Item(src / c.image, folder, Path(c.image).name, None, _row(c))
+            for folder, group in groups.items()
+            for c in group
+        ]
+        missing = [item.source for item in items if not item.source.is_file()]
+        if missing:
+            raise DataError(
+                f"{missing[0]} is listed in {src / 'labels.csv'} but missing ({len(missing)} files missing)"
+            )
+        write_category(root, name, items, progress)
         counts[name] = {k: len(v) for k, v in groups.items()}
     return counts

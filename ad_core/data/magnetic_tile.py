@@ -23,14 +23,10 @@ normal split and only that kind's tiles, so each kind gets its own AUROC (``ad-c
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ad_core.data.images import is_image_file
-from ad_core.data.importing import check_fraction, held_out, staged_category
-from ad_core.data.manifest import write_manifest
+from ad_core.data.importing import Item, check_fraction, held_out, write_category
 from ad_core.errors import DataError
 
 NORMAL = "Free"
@@ -60,6 +56,10 @@ def read_kind(folder: Path) -> list[tuple[Path, Path | None]]:
     return [(p, p.with_suffix(".png") if p.with_suffix(".png").is_file() else None) for p in images]
 
 
+def _rel(path: Path, source: Path) -> str:
+    return path.relative_to(source).as_posix()
+
+
 def import_magnetic_tile(
     source: str | Path,
     data_root: str | Path = "data",
@@ -86,34 +86,16 @@ def import_magnetic_tile(
     normals = [image for image, _ in kinds.pop(NORMAL)]
     held = held_out([p.name for p in normals], test_fraction, seed)
     targets = {CATEGORY: kinds, **({f"MT_{k}": {k: v} for k, v in kinds.items()} if per_defect else {})}
-    root = Path(data_root)
-    counts = {}
+    items = [
+        Item(p, "normal" if p.name in held else "train", p.name, row={"defect": "good", "source": _rel(p, src)})
+        for p in normals
+    ]
+    root, counts = Path(data_root), {}
     for name, defects in targets.items():
-        with staged_category(root, name) as t:
-            rows = []
-            for sub in ("train", "test/normal", "test/anomaly", "test/masks"):
-                (t / sub).mkdir(parents=True, exist_ok=True)
-            todo = [(None, p, None) for p in normals] + [(k, p, m) for k, pairs in defects.items() for p, m in pairs]
-            for kind, image, mask in tqdm(todo, desc=name, disable=not progress, leave=False):
-                if kind is None:
-                    split = "normal" if image.name in held else "train"
-                    dest = t / "train" / image.name if split == "train" else t / "test" / "normal" / image.name
-                else:
-                    split, dest = "anomaly", t / "test" / "anomaly" / f"{kind}_{image.name}"
-                    shutil.copyfile(mask, t / "test" / "masks" / f"{kind}_{mask.name}")
-                shutil.copyfile(image, dest)
-                rows.append(
-                    {
-                        "file": dest.name,
-                        "split": split,
-                        "defect": kind or "good",
-                        "source": str(image.relative_to(src)),
-                    }
-                )
-            write_manifest(t / "test", rows)
-        counts[name] = {
-            "train": len(normals) - len(held),
-            "normal": len(held),
-            "anomaly": sum(len(pairs) for pairs in defects.values()),
-        }
+        anomalies = [
+            Item(image, "anomaly", f"{kind}_{image.name}", mask, {"defect": kind, "source": _rel(image, src)})
+            for kind, pairs in defects.items()
+            for image, mask in pairs
+        ]
+        counts[name] = write_category(root, name, items + anomalies, progress)
     return counts
