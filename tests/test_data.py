@@ -139,6 +139,23 @@ def test_btad_and_mvtec_ad_2_layouts_are_read_as_is(tmp_path):
         resolve_category(tmp_path / "ad2", "can", require_test=True)
 
 
+def test_a_mask_folder_is_the_union_of_its_parts(tmp_path):
+    parts = tmp_path / "ground_truth" / "logical_anomalies" / "000"
+    parts.mkdir(parents=True)
+    a, b = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    a[1, 1], b[6, 5] = 255, 1
+    Image.fromarray(a).save(parts / "000.png")
+    Image.fromarray(b).save(parts / "001.png")
+    mask = read_mask(parts)
+    assert mask.sum() == 2 and mask[1, 1] and mask[6, 5]
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(parts / "002.png")
+    with pytest.raises(DataError, match=r"000: its masks differ in size"):
+        read_mask(parts)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="a mask folder with no mask images"):
+        read_mask(tmp_path / "empty")
+
+
 def test_missing_and_empty_categories(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         resolve_category(tmp_path / "nowhere", "x")
@@ -253,27 +270,51 @@ def test_visa_download_offline_says_what_to_fetch(tmp_path):
     assert not list(tmp_path.glob("*.part")) and not (tmp_path / "VisA_20220922.tar").exists()
 
 
-def test_a_btad_shaped_set_trains_and_tests_from_the_command_line(sample_root, tmp_path, capsys):
-    """The bundled brick as BTAD stores a product (``ok`` / ``ko``, .bmp images, .png masks), through the CLI."""
+def _brick_as(layout: str, sample_root: Path, product: Path) -> None:
+    """The bundled brick as BTAD stores a product (``ok`` / ``ko``, .bmp images, .png masks) or as MVTec LOCO
+    does (``good`` / a defect folder, each image's mask a folder of parts: here its left and right halves)."""
+    normal, defect = ("ok", "ko") if layout == "btad" else ("good", "structural_anomalies")
+    suffix = ".bmp" if layout == "btad" else ".png"
+    src = sample_root / "test" / "Sample_brick"
+    for sub in (f"train/{normal}", f"test/{normal}", f"test/{defect}", f"ground_truth/{defect}"):
+        (product / sub).mkdir(parents=True)
+    for folder, dest in (
+        (sample_root / "train" / "Sample_brick", f"train/{normal}"),
+        (src / "normal", f"test/{normal}"),
+    ):
+        for p in sorted(folder.glob("*.png")):
+            Image.open(p).save(product / dest / f"{p.stem}{suffix}")
+    for p in sorted((src / "anomaly").glob("*.png")):
+        Image.open(p).save(product / "test" / defect / f"{p.stem}{suffix}")
+        mask = np.asarray(Image.open(src / "masks" / p.name).convert("L"))
+        if layout == "btad":
+            Image.fromarray(mask).save(product / "ground_truth" / defect / p.name)
+            continue
+        parts = product / "ground_truth" / defect / p.stem
+        parts.mkdir()
+        half = mask.shape[1] // 2
+        for n, keep in enumerate((np.s_[:, :half], np.s_[:, half:])):
+            piece = np.zeros_like(mask)
+            piece[keep] = mask[keep]
+            Image.fromarray(piece).save(parts / f"{n:03d}.png")
+
+
+def test_btad_and_loco_shaped_sets_train_and_test_from_the_command_line(sample_root, tmp_path, capsys):
     from ad_core.cli import main
 
-    src, product = sample_root / "test" / "Sample_brick", tmp_path / "BTech" / "01"
-    for sub in ("train/ok", "test/ok", "test/ko", "ground_truth/ko"):
-        (product / sub).mkdir(parents=True)
-    for folder, dest in ((sample_root / "train" / "Sample_brick", "train/ok"), (src / "normal", "test/ok")):
-        for p in sorted(folder.glob("*.png")):
-            Image.open(p).save(product / dest / f"{p.stem}.bmp")
-    for p in sorted((src / "anomaly").glob("*.png")):
-        Image.open(p).save(product / "test" / "ko" / f"{p.stem}.bmp")
-        Image.open(src / "masks" / p.name).save(product / "ground_truth" / "ko" / p.name)
-    flags = ["--data_root", str(tmp_path / "BTech"), "--models_root", str(tmp_path / "models")]
-    rc = main(["train", "--model", "padim", "--category", "01", *flags, "--image_size", "96", "--test"])
-    assert rc == 0, capsys.readouterr().err
-    (run,) = (tmp_path / "models" / "PaDiM" / "01").iterdir()
-    metrics = json.loads((run / "test_result" / "metrics.json").read_text())
+    metrics = {}
+    for layout in ("btad", "loco"):
+        _brick_as(layout, sample_root, tmp_path / layout / "01")
+        flags = ["--data_root", str(tmp_path / layout), "--models_root", str(tmp_path / f"models_{layout}")]
+        rc = main(["train", "--model", "padim", "--category", "01", *flags, "--image_size", "96", "--test"])
+        assert rc == 0, capsys.readouterr().err
+        (run,) = (tmp_path / f"models_{layout}" / "PaDiM" / "01").iterdir()
+        metrics[layout] = json.loads((run / "test_result" / "metrics.json").read_text())
+        assert sorted(p.name for p in (run / "test_result" / "images" / "normal").glob("*_overlay.png"))[0] == (
+            "000_overlay.png"
+        )
     # masks found and scored, defects separated (measured 1.000 image, 0.980 pixel AUROC; a blind model: about 0.5)
-    assert metrics["pixel_auroc"] >= 0.8 and metrics["image_auroc"] >= 0.75, metrics
-    assert (
-        sorted(p.name for p in (run / "test_result" / "images" / "normal").glob("*_overlay.png"))[0]
-        == "000_overlay.png"
-    )
+    assert metrics["btad"]["pixel_auroc"] >= 0.8 and metrics["btad"]["image_auroc"] >= 0.75, metrics
+    # the same pixels and masks in the other layout, the LOCO masks as two parts each: the same figures
+    for key in ("image_auroc", "pixel_auroc"):
+        assert metrics["loco"][key] == pytest.approx(metrics["btad"][key], abs=1e-6)

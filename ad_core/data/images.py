@@ -75,10 +75,24 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     """Read a ground-truth mask as a boolean ``(H, W)`` array (any non-zero pixel is a defect).
 
     Args:
-        path: the mask file.
+        path: the mask file, or a folder of mask files that together make one image's mask (MVTec
+            LOCO and AutoVI give each defect of an image its own file in ``ground_truth/<defect>/<stem>/``):
+            their union.
         size: optional ``(height, width)`` to resize to (nearest neighbour).
+
+    Raises:
+        DataError: a mask folder holds no image, or masks of different sizes.
     """
-    mask = read_image(path).max(axis=2) > 0
+    path = Path(path)
+    if path.is_dir():
+        parts = [read_image(p).max(axis=2) > 0 for p in list_images(path)]
+        if not parts:
+            raise DataError(f"{path}: a mask folder with no mask images in it")
+        if len({m.shape for m in parts}) > 1:
+            raise DataError(f"{path}: its masks differ in size ({sorted({m.shape for m in parts})}); expected one size")
+        mask = np.logical_or.reduce(parts)
+    else:
+        mask = read_image(path).max(axis=2) > 0
     return mask if size is None else resize_mask(mask, size)
 
 

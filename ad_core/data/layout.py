@@ -13,7 +13,8 @@ ground_truth/<defect>/<stem>_mask.png}``. ``--category bottle`` and ``--category
 both find it. The sets that share its shape are read the same way: MPDD; BTAD, whose normal folders
 are ``ok`` (``train/ok``, ``test/ok``, ``test/ko``, ``ground_truth/ko/<stem>.png``); and MVTec AD 2,
 whose labelled test split is ``test_public/{good,bad}`` with ``test_public/ground_truth/bad/``
-(its ``validation/`` and unlabelled ``test_private*/`` folders are not read).
+(its ``validation/`` and unlabelled ``test_private*/`` folders are not read); MVTec LOCO and AutoVI,
+whose masks are folders ``ground_truth/<defect>/<stem>/`` of one file per defect (their union is the mask).
 """
 
 from __future__ import annotations
@@ -62,10 +63,13 @@ class CategoryData:
 
 
 def _find_mask(mask_dirs: list[Path], stem: str) -> Path | None:
+    """``<stem>.png`` or ``<stem>_mask.png``, or a folder ``<stem>/`` of masks (MVTec LOCO, AutoVI: read as their union)."""
     for folder in mask_dirs:
         for name in (f"{stem}.png", f"{stem}_mask.png"):
             if (folder / name).is_file():
                 return folder / name
+        if (folder / stem).is_dir() and list_images(folder / stem):
+            return folder / stem
     return None
 
 
