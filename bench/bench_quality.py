@@ -20,7 +20,9 @@ Data (whatever is present): MVTec AD bottle (``../shared/data``), ELPV mono and 
 elpv-dataset``; imported with ``ad-core data elpv``; the cells rated 2/3 and 1/3 defective are scored
 against the same normal cells and reported as their own rows), the bundled sample textures, and any
 set of your own with a labelled test split, named ``DATA_ROOT:CATEGORY`` (the seed layout or MVTec's,
-as ``ad-core train`` reads it; it counts as a real set in the goal line).
+as ``ad-core train`` reads it; it counts as a real set in the goal line), and downloaded copies of
+the magnetic-tile and Kolektor sets, named ``magnetic-tile:SOURCE`` and ``kolektor:SOURCE`` (imported
+into ``--data_root`` as ``ad-core data magnetic-tile`` / ``kolektor`` do; real sets too).
 Nothing here tunes on a test split: both sides run at fixed defaults.
 
 anomalib's results are cached in ``bench/results/quality_anomalib.json`` (they do not change while
@@ -28,7 +30,8 @@ our defaults are improved); ``--fresh`` recomputes them.
 
 Usage::
 
-    python bench/bench_quality.py [--sets bottle elpv_mono elpv_poly sample ROOT:CATEGORY] [--models patchcore padim]
+    python bench/bench_quality.py [--sets bottle elpv_mono elpv_poly sample ROOT:CATEGORY magnetic-tile:DIR kolektor:DIR]
+                                  [--models patchcore padim]
                                   [--data_root /tmp/ad_quality_data] [--proxy]
 
 ``--proxy`` also reports how well the synthetic-anomaly proxy of ``ad-core select`` ranks a set of
@@ -65,6 +68,22 @@ ANOMALIB_DEFAULTS = {
 EXTRA_GROUPS = ("uncertain_p67", "uncertain_p33")  # ELPV cells rated 2/3 and 1/3 defective
 
 
+def _import_magnetic_tile(source: Path, data_root: Path, progress: bool) -> dict:
+    from ad_core.data.magnetic_tile import import_magnetic_tile
+
+    return import_magnetic_tile(source, data_root, progress=progress)
+
+
+def _import_kolektor(source: Path, data_root: Path, progress: bool) -> dict:
+    from ad_core.data.kolektor import import_kolektor
+
+    return import_kolektor(source, data_root, progress=progress)
+
+
+IMPORTED = {"magnetic-tile": _import_magnetic_tile, "kolektor": _import_kolektor}
+"""``--sets KIND:SOURCE``: a downloaded copy of a public set, imported as ``ad-core data KIND`` does."""
+
+
 def prepare_sets(names: list[str], data_root: Path) -> list[tuple[str, Path, str]]:
     """``(label, data root, category)`` of every requested set that is available here."""
     out = []
@@ -90,6 +109,15 @@ def prepare_sets(names: list[str], data_root: Path) -> list[tuple[str, Path, str
 
             build_sample_dataset(data_root)
             out += [(f"sample {c.removeprefix('Sample_')}", data_root, c) for c in CATEGORIES]
+        elif name.split(":", 1)[0] in IMPORTED:  # a downloaded public set, imported into data_root first
+            from ad_core.errors import DataError
+
+            kind, source = name.split(":", 1)
+            try:
+                category = next(iter(IMPORTED[kind](Path(source).expanduser(), data_root, progress=False)))
+            except DataError as exc:
+                raise SystemExit(f"--sets {name}: {exc}") from exc
+            out.append((category.replace("_", " "), data_root, category))
         elif ":" in name:  # a set of your own: DATA_ROOT:CATEGORY, seed or MVTec layout, labelled test split
             from ad_core.data.layout import resolve_category
             from ad_core.errors import DataError
@@ -102,7 +130,8 @@ def prepare_sets(names: list[str], data_root: Path) -> list[tuple[str, Path, str
             out.append((category, Path(root), category))
         else:
             raise SystemExit(
-                f"unknown set {name!r}: give bottle, elpv_mono, elpv_poly, sample or DATA_ROOT:CATEGORY (a set of your own)"
+                f"unknown set {name!r}: give bottle, elpv_mono, elpv_poly, sample, magnetic-tile:SOURCE, "
+                "kolektor:SOURCE (downloaded copies) or DATA_ROOT:CATEGORY (a set of your own)"
             )
     return out
 
