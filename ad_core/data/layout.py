@@ -103,9 +103,9 @@ def _mvtec_test_dir(category_dir: Path) -> Path:
     return next((category_dir / n for n in TEST_FOLDERS if (category_dir / n).is_dir()), category_dir / "test")
 
 
-def _mvtec_layout(root: Path, name: str, category_dir: Path) -> CategoryData:
-    train_dir = _mvtec_train_dir(category_dir)
-    assert train_dir is not None
+def _mvtec_layout(root: Path, name: str, train_dir: Path) -> CategoryData:
+    """An MVTec-shaped category from its normal training folder (``<category>/train/good`` or ``train/ok``)."""
+    category_dir = train_dir.parent.parent
     train = list_images(train_dir)
     samples: list[Sample] = []
     test_dir = _mvtec_test_dir(category_dir)
@@ -140,12 +140,13 @@ def resolve_category(data_root: str | Path, category: str, require_test: bool = 
     root = Path(data_root)
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist; expected a folder with train/<CATEGORY>/ in it")
+    mvtec_train = _mvtec_train_dir(root / category)
+    if mvtec_train is None and category.startswith("MVTec_"):
+        mvtec_train = _mvtec_train_dir(root / category[6:])
     if (root / "train" / category).is_dir():
         data = _seed_layout(root, category)
-    elif _mvtec_train_dir(root / category):
-        data = _mvtec_layout(root, category, root / category)
-    elif category.startswith("MVTec_") and _mvtec_train_dir(root / category[6:]):
-        data = _mvtec_layout(root, category, root / category[6:])
+    elif mvtec_train is not None:
+        data = _mvtec_layout(root, category, mvtec_train)
     else:
         found = available_categories(root)
         hint = f"; categories found there: {', '.join(found)}" if found else ""
