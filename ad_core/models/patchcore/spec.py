@@ -24,8 +24,8 @@ SPEC = ModelSpec(
             0.1,
             "shrinkage s of the whitening (0: never whiten, anomalib's plain distance; 0.1 is PaDiM's): the patch "
             "features are multiplied by C^(-1/2), C their covariance shrunk toward its mean variance, "
-            "(1-s) S + s tr(S)/D I, so the bank is searched in Mahalanobis distance (better on textures; on a "
-            "grayscale, uniform texture it can damp brightness defects: compare 0 on labelled defects there)",
+            "(1-s) S + s tr(S)/D I, so the bank is searched in Mahalanobis distance (better on textures; it lost "
+            "to 0 on a grayscale grass-like texture: compare the two on labelled defects there)",
             low=0.0,
             high=1.0,
             legacy=0.0,
