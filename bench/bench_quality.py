@@ -30,7 +30,7 @@ our defaults are improved); ``--fresh`` recomputes them.
 
 Usage::
 
-    python bench/bench_quality.py [--sets bottle elpv_mono elpv_poly sample ROOT:CATEGORY magnetic-tile:DIR kolektor:DIR]
+    python bench/bench_quality.py [--sets bottle elpv_mono elpv_poly sample sample_large ROOT:CATEGORY magnetic-tile:DIR kolektor:DIR]
                                   [--models patchcore padim]
                                   [--data_root /tmp/ad_quality_data] [--proxy]
 
@@ -66,6 +66,8 @@ ANOMALIB_DEFAULTS = {
     "padim": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "n_features": 100},
 }
 EXTRA_GROUPS = ("uncertain_p67", "uncertain_p33")  # ELPV cells rated 2/3 and 1/3 defective
+LARGE_SAMPLE = {"n_train": 100, "n_test_normal": 60, "n_anomaly": 80, "seed": 1}
+"""``--sets sample_large``: the sample textures' larger build (docs/benchmarks.md), synthetic defects."""
 
 
 def _import_magnetic_tile(source: Path, data_root: Path, progress: bool) -> dict:
@@ -104,11 +106,13 @@ def prepare_sets(names: list[str], data_root: Path) -> list[tuple[str, Path, str
                     print(f"skip {name}: {exc}")
                     continue
             out.append((f"ELPV {kind}", data_root, f"ELPV_{kind}"))
-        elif name == "sample":
+        elif name in ("sample", "sample_large"):  # the larger build: less noisy than 12 normal test crops
             from ad_core.data.sample import CATEGORIES, build_sample_dataset
 
-            build_sample_dataset(data_root)
-            out += [(f"sample {c.removeprefix('Sample_')}", data_root, c) for c in CATEGORIES]
+            large = name == "sample_large"
+            root = data_root / "sample_large" if large else data_root
+            build_sample_dataset(root, **(LARGE_SAMPLE if large else {}))
+            out += [(f"{name.replace('_', ' ')} {c.removeprefix('Sample_')}", root, c) for c in CATEGORIES]
         elif name.split(":", 1)[0] in IMPORTED:  # a downloaded public set, imported into data_root first
             from ad_core.errors import DataError
 
@@ -130,7 +134,7 @@ def prepare_sets(names: list[str], data_root: Path) -> list[tuple[str, Path, str
             out.append((category, Path(root), category))
         else:
             raise SystemExit(
-                f"unknown set {name!r}: give bottle, elpv_mono, elpv_poly, sample, magnetic-tile:SOURCE, "
+                f"unknown set {name!r}: give bottle, elpv_mono, elpv_poly, sample, sample_large, magnetic-tile:SOURCE, "
                 "kolektor:SOURCE (downloaded copies) or DATA_ROOT:CATEGORY (a set of your own)"
             )
     return out
@@ -292,10 +296,10 @@ def _anomalib_model(model: str):
     return m
 
 
-def _anomalib_transform():
+def _anomalib_transform(size: int = SIZE):
     from anomalib.models import Patchcore
 
-    return Patchcore.configure_pre_processor((SIZE, SIZE)).transform  # Resize(256) + Normalize: both models' default
+    return Patchcore.configure_pre_processor((size, size)).transform  # Resize(256) + Normalize: both models' default
 
 
 def _tensor(path: Path, transform) -> torch.Tensor:
@@ -305,7 +309,7 @@ def _tensor(path: Path, transform) -> torch.Tensor:
     return transform(x)
 
 
-def run_anomalib(model: str, data_root: Path, category: str, coreset: str) -> dict:
+def run_anomalib(model: str, data_root: Path, category: str, coreset: str, size: int = SIZE) -> dict:
     from ad_core.data.images import read_image
     from ad_core.data.layout import resolve_category
     from ad_core.evaluate import pixel_auroc
@@ -313,7 +317,7 @@ def run_anomalib(model: str, data_root: Path, category: str, coreset: str) -> di
 
     data = resolve_category(data_root, category, require_test=True)
     m = _anomalib_model(model)
-    tf = _anomalib_transform()
+    tf = _anomalib_transform(size)
     t0 = time.perf_counter()
     m.train()
     with torch.no_grad():
@@ -341,7 +345,7 @@ def run_anomalib(model: str, data_root: Path, category: str, coreset: str) -> di
             for i in range(0, len(paths), 8):
                 out = m(torch.stack([_tensor(p, tf) for p in paths[i : i + 8]]))
                 scores.append(out.pred_score.reshape(-1).numpy())
-                maps.append(out.anomaly_map.reshape(len(out.pred_score), SIZE, SIZE).numpy())
+                maps.append(out.anomaly_map.reshape(len(out.pred_score), size, size).numpy())
         return np.concatenate(scores), np.concatenate(maps)
 
     scores, maps = score([s.path for s in data.test])

@@ -23,10 +23,16 @@ class PadimGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw scores ``(B,)`` and maps ``(B, 1, S, S)``."""
+        return self.score_features(self.module.feature_extractor(image), tuple(image.shape[-2:]))
+
+    def score_features(
+        self, features: dict[str, torch.Tensor], size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from the backbone's per-layer features (cached ones: ``bench/bench_ablation.py``)."""
         m = self.module
-        embedding = m.generate_embedding(m.feature_extractor(image))
+        embedding = m.generate_embedding(features)
         stats = [m.gaussian.mean, m.gaussian.inv_covariance]
         distance = m.anomaly_map_generator.compute_distance(embedding, stats)
         # anomalib's bilinear resize to the image, then its Gaussian: both linear, one (S, h) matrix per axis
-        anomaly_map = resize_blur(distance, tuple(image.shape[-2:]), SIGMA, "bilinear")
+        anomaly_map = resize_blur(distance, size, SIGMA, "bilinear")
         return anomaly_map.amax(dim=(-2, -1)).reshape(-1), anomaly_map

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +135,31 @@ class Padim(BackboneModel):
         The features are extracted in IEEE fp32 (no TF32 on a GPU), as the scorer computes them.
         """
         loader = make_loader(ImageDataset(paths, self.preprocess), cfg.batch_size, cfg.num_workers)
+
+        def features() -> Iterator[dict[str, torch.Tensor]]:
+            for i, batch in enumerate(tqdm(loader, desc="padim features", disable=not cfg.progress, leave=False), 1):
+                if cfg.stop.is_set():
+                    raise TrainingStopped("training stopped on request")
+                cfg.progress_of("features", i, len(loader))
+                yield self.module.feature_extractor(self.on_device(batch["image"]))
+
+        return self.feature_moments(features())
+
+    @torch.no_grad()
+    def feature_moments(self, features: Iterable[dict[str, torch.Tensor]]) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """:meth:`_moments` of the backbone's per-layer features, one batch at a time.
+
+        Features cached once can be fitted under many heads (``bench/bench_ablation.py``) by the same code.
+        """
         m = self.module
         n, total, outer = 0, None, None
-        for i, batch in enumerate(tqdm(loader, desc="padim features", disable=not cfg.progress, leave=False), 1):
-            if cfg.stop.is_set():
-                raise TrainingStopped("training stopped on request")
-            cfg.progress_of("features", i, len(loader))
-            with ieee_fp32():
-                emb = m.generate_embedding(m.feature_extractor(self.on_device(batch["image"])))
-            emb = emb.reshape(emb.shape[0], emb.shape[1], -1).double()
-            s, q = emb.sum(0), torch.einsum("bci,bdi->icd", emb, emb)
-            total, outer = (s, q) if total is None else (total + s, outer + q)
-            n += emb.shape[0]
+        with ieee_fp32():
+            for batch in features:
+                emb = m.generate_embedding(batch)
+                emb = emb.reshape(emb.shape[0], emb.shape[1], -1).double()
+                s, q = emb.sum(0), torch.einsum("bci,bdi->icd", emb, emb)
+                total, outer = (s, q) if total is None else (total + s, outer + q)
+                n += emb.shape[0]
         return n, total, outer
 
     @torch.no_grad()
