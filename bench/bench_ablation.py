@@ -77,14 +77,30 @@ def _max_score(maps: torch.Tensor) -> torch.Tensor:
     return maps.flatten(1).amax(1)
 
 
+def _shrink_toward(target: Callable[[torch.Tensor], torch.Tensor], s: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(1 - s) S + s T(S)`` per position, in place of PaDiM's shrinkage (the variant sets it to 0)."""
+    return lambda cov: (1 - s) * cov + s * target(cov)
+
+
+def _diagonal(cov: torch.Tensor) -> torch.Tensor:
+    """Each position's own variances, no correlations."""
+    return torch.diag_embed(cov.diagonal(dim1=-2, dim2=-1))
+
+
+def _pooled(cov: torch.Tensor) -> torch.Tensor:
+    """The covariance within positions, averaged over all positions (one matrix for the whole image)."""
+    return cov.mean(0, keepdim=True).expand_as(cov)
+
+
 @dataclass(frozen=True)
 class Variant:
-    """What a variant changes: PaDiM hyperparameters, a transform of the backbone's features, the image score."""
+    """What a variant changes: PaDiM hyperparameters, a transform of the features, the covariance, the image score."""
 
     doc: str
     hparams: dict = field(default_factory=dict)
     transforms: tuple[Callable[[Features], Features], ...] = ()
     score: Callable[[torch.Tensor], torch.Tensor] | None = None
+    covariance: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 VARIANTS: dict[str, Variant] = {
@@ -102,6 +118,21 @@ VARIANTS: dict[str, Variant] = {
     "cbrt": Variant("features sign(x) |x|^(1/3) before the Gaussian", transforms=(_signed_power(1 / 3),)),
     "slog": Variant("features sign(x) log(1 + |x|) before the Gaussian", transforms=(_signed_log,)),
     "unit_layers": Variant("each layer scaled to unit RMS over its channels, per position", transforms=(_unit_layers,)),
+    "shrink_diag": Variant(
+        "shrinkage 0.1 toward each position's own variances (not their mean)",
+        {"shrinkage": 0.0},
+        covariance=_shrink_toward(_diagonal, 0.1),
+    ),
+    "shrink_pooled": Variant(
+        "shrinkage 0.1 toward the covariance averaged over all positions",
+        {"shrinkage": 0.0},
+        covariance=_shrink_toward(_pooled, 0.1),
+    ),
+    "shrink_pooled_0.3": Variant(
+        "shrinkage 0.3 toward the covariance averaged over all positions",
+        {"shrinkage": 0.0},
+        covariance=_shrink_toward(_pooled, 0.3),
+    ),
     "p99": Variant("image score: the map's 99th percentile, not its maximum", score=_quantile_score(0.99)),
     "top1pct": Variant("image score: the mean of the map's top 1 %", score=_top_mean_score(0.01)),
 }
@@ -119,6 +150,7 @@ def parse_variant(name: str) -> Variant:
         reduce(lambda a, v: {**a, **v.hparams}, vs, {}),
         tuple(t for v in vs for t in v.transforms),
         next((v.score for v in reversed(vs) if v.score is not None), None),
+        next((v.covariance for v in reversed(vs) if v.covariance is not None), None),
     )
 
 
@@ -187,7 +219,13 @@ def run_variant(variant: Variant, cached: CachedSet) -> dict:
         for f in batches:
             yield reduce(lambda acc, t: t(acc), variant.transforms, f)
 
-    model._fit_moments(*model.feature_moments(transformed(cached.train)))
+    n, total, outer = model.feature_moments(transformed(cached.train))
+    if variant.covariance is None:
+        model._fit_moments(n, total, outer)
+    else:  # the sample covariance as PaDiM computes it, then the variant's own shrinkage
+        mean = total / n
+        cov = outer.sub_(torch.einsum("ci,di->icd", mean, mean), alpha=n).div_(n - 1)
+        model._set_gaussian(n, mean, variant.covariance(cov))
     graph = model.scoring_graph()
     scores, maps = [], []
     for f in transformed(cached.test):
