@@ -299,7 +299,7 @@ def _anomalib_model(model: str):
 def _anomalib_transform(size: int = SIZE):
     from anomalib.models import Patchcore
 
-    return Patchcore.configure_pre_processor((size, size)).transform  # Resize(256) + Normalize: both models' default
+    return Patchcore.configure_pre_processor((size, size)).transform  # Resize(size) + Normalize: both models' default
 
 
 def _tensor(path: Path, transform) -> torch.Tensor:
