@@ -241,6 +241,22 @@ def run_variant(variant: Variant, cached: CachedSet) -> dict:
     }
 
 
+@torch.no_grad()
+def position_share(cached: CachedSet) -> float:
+    """How much of the training embeddings' variance lies between positions (0: a texture, 1: only position).
+
+    Today's embedding (pooled, all channels) of every training image; per channel, the variance of
+    the per-position means over the total variance, averaged over channels. No test labels: a product
+    with a low share looks the same everywhere, which is where a covariance shared by all positions
+    (``shrink_pooled``) helped.
+    """
+    module = _padim(cached.image_size).module
+    emb = torch.cat([module.generate_embedding(f).flatten(2) for f in cached.train]).double()  # (N, C, HW)
+    total = emb.var(dim=(0, 2))
+    between = emb.mean(0).var(dim=1)
+    return float((between / total.clamp_min(1e-12)).mean())
+
+
 def summary(results: dict[str, dict[str, dict]], names: list[str]) -> list[str]:
     """Markdown: image AUROC per set and variant, Δ against ``default``, mean over the real sets, wins everywhere."""
     sets = list(results)
@@ -284,11 +300,17 @@ def main() -> None:
         return
     variants = {name: parse_variant(name) for name in dict.fromkeys(["default", *args.variants])}
     results: dict[str, dict[str, dict]] = {}
+    shares: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench_ablation_") as tmp:
         for label, full_root, full_category in bench_quality.prepare_sets(args.sets, Path(args.data_root)):
             root, category = bench_quality.capped(label, full_root, full_category, args.max_train, Path(tmp))
             cached = cache_features(label, root, category)
-            print(f"{label}: features of {len(cached.labels)} test images cached in {cached.extract_s:.0f} s")
+            share = position_share(cached)
+            print(
+                f"{label}: features of {len(cached.labels)} test images cached in {cached.extract_s:.0f} s; "
+                f"variance between positions {share:.1%}"
+            )
+            shares[label] = share
             results[label] = {}
             for name, variant in variants.items():
                 r = results[label][name] = run_variant(variant, cached)
@@ -296,7 +318,12 @@ def main() -> None:
                 print(f"  {name:<24} image {r['image_auroc']:.3f}{pixel}  ({r['seconds']:.0f} s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"variants": {n: v.doc for n, v in variants.items()}, "results": results}, indent=1))
+    out.write_text(
+        json.dumps(
+            {"variants": {n: v.doc for n, v in variants.items()}, "position_share": shares, "results": results},
+            indent=1,
+        )
+    )
     print()
     print("\n".join(summary(results, list(variants))))
 

@@ -51,3 +51,23 @@ def test_variants_combine_and_unknown_names_are_refused() -> None:
     assert bench_ablation.parse_variant("default").score is None
     with pytest.raises(SystemExit, match=r"'cube'.*choose from .*cbrt"):
         bench_ablation.parse_variant("default+cube")
+
+
+def test_position_share_tells_a_texture_from_an_aligned_part() -> None:
+    import numpy as np
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    shapes = {"blocks.2": (40, 16, 16), "blocks.4": (112, 8, 8)}  # Lite0's maps at 128 px
+    pattern = {k: 10 * torch.randn(s, generator=g) for k, s in shapes.items()}  # the same at each position, every image
+
+    def cached(per_position: bool) -> bench_ablation.CachedSet:
+        batches = [
+            {k: torch.randn(8, *s, generator=g) + (pattern[k] if per_position else 0) for k, s in shapes.items()}
+            for _ in range(8)
+        ]
+        return bench_ablation.CachedSet("synthetic", batches, [], np.zeros(0), [], 0.0, 128)
+
+    texture, part = bench_ablation.position_share(cached(False)), bench_ablation.position_share(cached(True))
+    assert texture < 0.05  # 64 images of noise: only the means' sampling spread, about 1/64
+    assert part > 0.9
