@@ -182,12 +182,19 @@ class Padim(BackboneModel):
         self.module.gaussian.inv_covariance = inv
         self.covariance, self.n_samples = covariance, n
 
-    def _fit_moments(self, n: int, total: torch.Tensor, outer: torch.Tensor) -> dict[str, Any]:
+    @staticmethod
+    def sample_gaussian(n: int, total: torch.Tensor, outer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-position mean ``(C, HW)`` and sample covariance ``(HW, C, C)`` from :meth:`feature_moments`' sums.
+
+        ``outer`` becomes the covariance in place (757 MB at 256 px, not twice that on a GPU).
+        """
         if n < 2:
             raise ConfigError(f"PaDiM needs at least 2 training images, got {n}")
         mean = total / n
-        # in place: the sums of outer products become the covariance (757 MB at 256 px, not twice that on a GPU)
-        covariance = outer.sub_(torch.einsum("ci,di->icd", mean, mean), alpha=n).div_(n - 1)
+        return mean, outer.sub_(torch.einsum("ci,di->icd", mean, mean), alpha=n).div_(n - 1)
+
+    def _fit_moments(self, n: int, total: torch.Tensor, outer: torch.Tensor) -> dict[str, Any]:
+        mean, covariance = self.sample_gaussian(n, total, outer)
         self._set_gaussian(n, mean, covariance)
         return {"n_features": int(mean.shape[0]), "positions": int(mean.shape[1]), "n_samples": n}
 
