@@ -20,6 +20,7 @@ Usage::
 
     python bench/bench_ablation.py                                   # every variant, the harness's sets
     python bench/bench_ablation.py --sets elpv_poly /data/tiles:MT_tile --variants default anomalib cbrt cbrt+p99
+    python bench/bench_ablation.py --backbone tf_efficientnet_lite2 --variants default anomalib   # both heads on Lite2
 
 Prints per set the image (and pixel) AUROC of each variant, then a table of Δ against today's default
 with the mean over the real sets (the sample textures are synthetic and reported apart) and whether a
@@ -162,24 +163,30 @@ class CachedSet:
     masks: list[Path | None]
     extract_s: float
     image_size: int = SIZE
+    backbone: str | None = None  # None: today's default backbone
 
 
-def _padim(image_size: int, **overrides):
+def _padim(image_size: int, backbone: str | None = None, **overrides):
     from ad_core.models.registry import create_model
 
+    if backbone is not None:
+        overrides["backbone"] = backbone
     return create_model("padim", image_size=image_size, **overrides)
 
 
 @torch.no_grad()
-def cache_features(label: str, data_root: Path, category: str, image_size: int = SIZE) -> CachedSet:
-    """Extract every training and test image's features once, with today's pre-processing and weights."""
+def cache_features(
+    label: str, data_root: Path, category: str, image_size: int = SIZE, backbone: str | None = None
+) -> CachedSet:
+    """Extract every training and test image's features once, with today's pre-processing and weights
+    (``backbone``: another of the offline ImageNet backbones, for both today's head and anomalib's)."""
     from ad_core.data.dataset import ImageDataset, make_loader
     from ad_core.data.layout import resolve_category
     from ad_core.options import TrainOptions
     from ad_core.runners import ieee_fp32
 
     data = resolve_category(data_root, category, require_test=True)
-    model = _padim(image_size)
+    model = _padim(image_size, backbone)
     model.prepare_pretrained(TrainOptions(progress=False))
     extractor = model.module.feature_extractor.eval()
     t0 = time.perf_counter()
@@ -200,6 +207,7 @@ def cache_features(label: str, data_root: Path, category: str, image_size: int =
         [s.mask for s in data.test],
         time.perf_counter() - t0,
         image_size,
+        backbone,
     )
 
 
@@ -210,7 +218,7 @@ def run_variant(variant: Variant, cached: CachedSet) -> dict:
     from ad_core.scoring import image_auroc
 
     t0 = time.perf_counter()
-    model = _padim(cached.image_size, **variant.hparams)
+    model = _padim(cached.image_size, cached.backbone, **variant.hparams)
 
     def transformed(batches: list[Features]):
         for f in batches:
@@ -245,7 +253,7 @@ def position_share(cached: CachedSet) -> float:
     with a low share looks the same everywhere, which is where a covariance shared by all positions
     (``shrink_pooled``) helped.
     """
-    module = _padim(cached.image_size).module
+    module = _padim(cached.image_size, cached.backbone).module
     emb = torch.cat([module.generate_embedding(f).flatten(2) for f in cached.train]).double()  # (N, C, HW)
     total = emb.var(dim=(0, 2))
     between = emb.mean(0).var(dim=1)
@@ -287,6 +295,11 @@ def main() -> None:
     ap.add_argument("--data_root", default=str(Path(tempfile.gettempdir()) / "ad_quality_data"))
     ap.add_argument("--max_train", type=int, default=200, help="at most this many training images (the harness's 200)")
     ap.add_argument("--out", default=str(bench_quality.RESULTS / "ablation.json"))
+    ap.add_argument(
+        "--backbone",
+        default=None,
+        help="another offline ImageNet backbone for every variant, anomalib's included (tf_efficientnet_lite1 / lite2)",
+    )
     ap.add_argument("--list", action="store_true", help="list the variants and exit")
     args = ap.parse_args()
     if args.list:
@@ -299,7 +312,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ablation_") as tmp:
         for label, full_root, full_category in bench_quality.prepare_sets(args.sets, Path(args.data_root)):
             root, category = bench_quality.capped(label, full_root, full_category, args.max_train, Path(tmp))
-            cached = cache_features(label, root, category)
+            cached = cache_features(label, root, category, backbone=args.backbone)
             share = position_share(cached)
             print(
                 f"{label}: features of {len(cached.labels)} test images cached in {cached.extract_s:.0f} s; "

@@ -44,6 +44,23 @@ def test_default_and_anomalib_variants_reproduce_the_shipped_and_the_peer_model(
     assert p99["pixel_auroc"] == pytest.approx(default["pixel_auroc"], abs=1e-9)
 
 
+def test_another_backbone_reaches_both_the_features_and_the_model(sample_root: Path, tmp_path: Path) -> None:
+    """``--backbone``: the cached features are that backbone's, and ``default`` is ``train --backbone`` on them."""
+    from ad_core import evaluate, train
+
+    size, backbone = 128, "tf_efficientnet_lite2"
+    cached = bench_ablation.cache_features("brick", sample_root, "Sample_brick", size, backbone)
+    assert {k: v.shape[1] for k, v in cached.train[0].items()} == {"blocks.2": 48, "blocks.4": 120}  # Lite2's widths
+
+    run = train(
+        "padim", "Sample_brick", sample_root, tmp_path / "models", image_size=size, backbone=backbone, progress=False
+    )
+    report = evaluate(run, sample_root, save_images=False, progress=False)
+    default = bench_ablation.run_variant(bench_ablation.parse_variant("default"), cached)
+    assert default["image_auroc"] == pytest.approx(report["image_auroc"], abs=1e-9)
+    assert default["pixel_auroc"] == pytest.approx(report["pixel_auroc"], abs=1e-4)
+
+
 def test_variants_combine_and_unknown_names_are_refused() -> None:
     v = bench_ablation.parse_variant("anomalib+cbrt+p99")
     assert v.hparams == {"n_features": 100, "shrinkage": 0.0, "feature_pool": 1}
