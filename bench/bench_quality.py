@@ -305,7 +305,7 @@ def _anomalib_transform(size: int = SIZE):
 def _tensor(path: Path, transform) -> torch.Tensor:
     from ad_core.data.images import read_image
 
-    x = torch.tensor(read_image(path)).permute(2, 0, 1).float() / 255.0  # a copy: grayscale frames are read-only views
+    x = torch.tensor(read_image(path)).permute(2, 0, 1).float() / 255.0  # a copy: decoded colour frames are read-only
     return transform(x)
 
 
